@@ -1,0 +1,3 @@
+from safe_build.cli import entrypoint
+
+entrypoint()

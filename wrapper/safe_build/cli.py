@@ -1,0 +1,61 @@
+"""The ``safe-build`` command: ``main(argv) -> int`` and the one place errors become messages."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+
+from safe_build.commands import build
+from safe_build.errors import EXIT_BUILD_FAILED, SafeBuildError, Terminated
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run safe-build with ``argv`` (default: the process's arguments) and return its exit code."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with _stop_signals_raise():
+            return build.run(arguments)
+    except SafeBuildError as error:
+        return _fail(str(error), error.exit_code)
+    except OSError as error:  # the system refused something mid-way (disk full, permissions changed)
+        where = f": {error.filename}" if error.filename else ""
+        return _fail(f"{error.strerror or error}{where}", EXIT_BUILD_FAILED)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 128 + signal.SIGINT)
+    except Terminated as stop:
+        return _fail(f"stopped by {signal.Signals(stop.signum).name}", 128 + stop.signum)
+    except SystemExit as done:  # argparse: --help, --version and usage errors (exit code 2)
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else EXIT_BUILD_FAILED)
+
+
+def entrypoint() -> None:
+    raise SystemExit(main())
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"safe-build: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception, so cleanup runs as it does for Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,51 @@
+"""File-system helpers shared by the modules that create and remove private state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree, also when it holds read-only files or directories.
+
+    A tree that is already gone (removed by a concurrent cleaner) is not an error.
+    """
+
+    def make_writable_and_retry(func: Callable[..., Any], failed: str, error: object) -> None:
+        exc = error[1] if isinstance(error, tuple) else error
+        if isinstance(exc, FileNotFoundError):
+            return
+        if not isinstance(exc, PermissionError):
+            raise exc  # type: ignore[misc]
+        parent = os.path.dirname(failed)
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        if func in (os.rmdir, os.unlink, os.remove):
+            func(failed)
+        else:  # listing a directory we could not read: make it readable and start over on it
+            os.chmod(failed, os.stat(failed).st_mode | stat.S_IRWXU)
+            remove_tree(Path(failed))
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,157 @@
+"""Named shared/exclusive locks that say who holds them, wait visibly and give up after a timeout.
+
+The lock itself is filelock's SQLite-backed ``ReadWriteLock``: SQLite takes kernel (fcntl) locks,
+so a holder that dies releases its lock and no lock is ever stale. Lock files are never deleted:
+removing one would let a second holder in on a new file while the first still holds the old one.
+
+Who holds a lock is recorded beside it, one small JSON file per holder in ``<lock>.holders/``,
+written after acquiring and removed on release. The records are informational only: the kernel
+lock is the truth, and records of processes that no longer exist are ignored and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import filelock
+
+from safe_build.errors import LockTimeout
+from safe_build.processes import pid_alive
+
+Mode = Literal["shared", "exclusive"]
+
+GRACE_SECONDS = 1.0  # a wait shorter than this is not worth a message
+UPDATE_EVERY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    command: str
+    host: str
+    since: float
+    mode: str
+
+    def describe(self, now: float) -> str:
+        where = "" if self.host == socket.gethostname() else f" on {self.host}"
+        return f"pid {self.pid}{where}: {self.command}, {self.mode}, for {_seconds(now - self.since)}"
+
+
+class NamedLock:
+    """A lock on ``subject`` (a path the user knows), kept in ``lock_file`` outside any source tree."""
+
+    def __init__(self, lock_file: Path, *, what: str, subject: Path | str, timeout: float) -> None:
+        self.lock_file = lock_file
+        self.what = what
+        self.subject = subject
+        self.timeout = timeout
+        self._holders_dir = lock_file.with_name(lock_file.name + ".holders")
+
+    @contextlib.contextmanager
+    def hold(self, mode: Mode) -> Iterator[None]:
+        """Hold the lock in ``mode`` for the body of the ``with`` statement."""
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        rw_lock = filelock.ReadWriteLock(self.lock_file, is_singleton=False)
+        acquire = rw_lock.acquire_read if mode == "shared" else rw_lock.acquire_write
+        try:
+            self._acquire(acquire)
+            record = self._write_record(mode)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    record.unlink()
+                rw_lock.release()
+        finally:
+            rw_lock.close()
+
+    def holders(self) -> list[Holder]:
+        """The live holders recorded for this lock; records of dead processes are removed."""
+        found = []
+        try:
+            entries = list(self._holders_dir.iterdir())
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            try:
+                holder = Holder(**json.loads(entry.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                continue  # being written or removed right now
+            if holder.host == socket.gethostname() and not pid_alive(holder.pid):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                continue
+            found.append(holder)
+        return sorted(found, key=lambda holder: holder.since)
+
+    def describe_holders(self) -> str:
+        holders = self.holders()
+        if not holders:
+            return "held by a process that has not said who it is yet"
+        now = time.time()
+        more = f", and {len(holders) - 1} more" if len(holders) > 1 else ""
+        return f"held by {holders[0].describe(now)}{more}"
+
+    def _acquire(self, acquire: Callable[..., object]) -> None:
+        try:
+            acquire(blocking=False)
+            return
+        except filelock.Timeout:
+            pass
+        started = time.monotonic()
+        next_message = started + GRACE_SECONDS
+        announced = False
+        while True:
+            now = time.monotonic()
+            remaining = self.timeout - (now - started)
+            if remaining <= 0:
+                raise LockTimeout(
+                    f"timed out after {_seconds(self.timeout)} waiting for the {self.what} lock on "
+                    f"{self.subject} ({self.describe_holders()})",
+                    hint="wait for that process to finish or stop it, or raise --lock-timeout",
+                    path=self.lock_file,
+                )
+            try:
+                acquire(timeout=max(0.05, min(remaining, next_message - now)))
+                return
+            except filelock.Timeout:
+                pass
+            if time.monotonic() >= next_message:
+                prefix = "still waiting" if announced else "waiting"
+                waited = f", waited {_seconds(time.monotonic() - started)}" if announced else ""
+                print(
+                    f"safe-build: {prefix} for the {self.what} lock on {self.subject} "
+                    f"({self.describe_holders()}{waited})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                announced = True
+                next_message = time.monotonic() + UPDATE_EVERY_SECONDS
+
+    def _write_record(self, mode: Mode) -> Path:
+        self._holders_dir.mkdir(exist_ok=True)
+        record = self._holders_dir / f"{os.getpid()}-{secrets.token_hex(4)}.json"
+        holder = Holder(os.getpid(), _command_line(), socket.gethostname(), time.time(), mode)
+        temporary = record.with_suffix(".tmp")
+        temporary.write_text(json.dumps(holder.__dict__), encoding="utf-8")
+        os.replace(temporary, record)  # a reader sees the whole record or none
+        return record
+
+
+def _command_line() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    return " ".join([name, *sys.argv[1:]])
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"

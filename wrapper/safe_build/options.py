@@ -1,0 +1,113 @@
+"""The command line: every option of ``python -m build``, with its own parser, plus safe-build's.
+
+Using ``build``'s own parser means each build flag is accepted, spelled and checked exactly as
+the installed ``build`` does. The parsed options are then forwarded to the ``build`` subprocess,
+except the ones safe-build takes over: the source, the output directory and the report, which
+point at private places until the artifacts are published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from build.__main__ import main_parser
+
+import safe_build
+from safe_build.errors import SafeBuildError
+
+DESCRIPTION = """\
+Build Python packages like `python -m build`, safely when many builds run at once.
+
+Takes every option of `python -m build`, with the same meaning. The project is copied
+to a private snapshot and built there; the artifacts are then published into the
+output directory atomically. The source tree is never written to (except with
+--in-place), and no partial artifact is ever visible in the output directory.
+"""
+
+# Options that safe-build handles itself; everything else of build's is forwarded.
+TAKEN_OVER = frozenset({"srcdir", "outdir", "report"})
+# Forwarded path options are made absolute: build runs in a private working directory.
+PATH_OPTIONS = {
+    "sdist_extract_dir": "--sdist-extract-dir",
+    "env_dir": "--env-dir",
+    "dependency_constraints_txt": "--dependency-constraints-txt",
+}
+FLAG_OPTIONS = {
+    "metadata": "--metadata",
+    "no_isolation": "--no-isolation",
+    "skip_dependency_check": "--skip-dependency-check",
+}
+OWN_OPTIONS = frozenset({"in_place", "lock_timeout"})
+
+
+def parser() -> argparse.ArgumentParser:
+    """``build``'s parser, renamed, with safe-build's version and options added."""
+    parser = main_parser()
+    parser.prog = "safe-build"
+    parser.description = DESCRIPTION
+    for action in parser._actions:  # build's --version: keep the option, say whose version it is
+        if "--version" in action.option_strings:
+            action.version = f"safe-build {safe_build.__version__} (build {_build_version()})"  # type: ignore[attr-defined]
+            action.help = "show safe-build's and build's versions and exit"
+    own = parser.add_argument_group("safe-build options")
+    own.add_argument(
+        "--in-place", action="store_true",
+        help="build in the source tree itself instead of a private copy, for projects that cannot "
+        "be built from a copy; builds of one project then take turns (an exclusive project lock)",
+    )
+    own.add_argument(
+        "--lock-timeout", metavar="SECONDS",
+        help="give up waiting for a busy lock after SECONDS (exit code 3); "
+        "default $SAFE_BUILD_LOCK_TIMEOUT or 3600",
+    )
+    return parser
+
+
+def forwarded(args: argparse.Namespace) -> list[str]:
+    """The ``python -m build`` options that reproduce ``args``, minus those safe-build takes over."""
+    forward: list[str] = []
+    if args.verbosity:
+        forward += ["--verbose" if args.verbosity > 0 else "--quiet"] * abs(args.verbosity)
+    for distribution in dict.fromkeys(args.distributions or ()):
+        forward.append(f"--{distribution}")
+    for dest, flag in FLAG_OPTIONS.items():
+        if getattr(args, dest, False):
+            forward.append(flag)
+    for setting in getattr(args, "config_settings", None) or ():
+        forward.append(f"--config-setting={setting}")  # '=' keeps settings that start with '-' intact
+    if getattr(args, "config_json", None) is not None:
+        forward.append(f"--config-json={args.config_json}")
+    if getattr(args, "installer", None) not in (None, "pip"):
+        forward.append(f"--installer={args.installer}")
+    for dest, flag in PATH_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            forward.append(f"{flag}={os.path.abspath(value)}")
+    _refuse_unknown(args)
+    return forward
+
+
+def _refuse_unknown(args: argparse.Namespace) -> None:
+    """A newer ``build`` may have options safe-build does not know: refuse rather than drop them."""
+    known = TAKEN_OVER | OWN_OPTIONS | PATH_OPTIONS.keys() | FLAG_OPTIONS.keys()
+    known |= {"verbosity", "distributions", "config_settings", "config_json", "installer"}
+    defaults = vars(main_parser().parse_args([]))
+    for dest, value in vars(args).items():
+        if dest not in known and value != defaults.get(dest):
+            raise SafeBuildError(
+                f"option {dest.replace('_', '-')!r} of this build version is not supported by safe-build "
+                f"{safe_build.__version__}",
+                hint="upgrade safe-build, or run python -m build for this one",
+            )
+
+
+def _build_version() -> str:
+    from importlib.metadata import version
+
+    return version("build")
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    return parser().parse_args(list(argv))

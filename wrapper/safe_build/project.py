@@ -1,0 +1,86 @@
+"""What the user asked to build: a project directory, an sdist, or (with --metadata) a wheel."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from safe_build.errors import SafeBuildError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Kind = Literal["project", "sdist", "wheel"]
+PROJECT_FILES = ("pyproject.toml", "setup.py")
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: Kind
+    path: Path  # absolute; for a project, the real path (symlinks resolved)
+
+    @property
+    def default_outdir(self) -> Path:
+        """Where ``python -m build`` puts artifacts when no ``--outdir`` is given."""
+        return self.path / "dist" if self.kind == "project" else self.path.parent
+
+
+def resolve(argument: str) -> Source:
+    """Check ``argument`` names something buildable and say clearly what to do if not."""
+    path = Path(argument).absolute()
+    if not path.exists():
+        raise SafeBuildError(
+            f"no such file or directory: {argument}",
+            hint="pass the project directory (the one with pyproject.toml or setup.py)",
+            path=path,
+        )
+    if path.is_file():
+        name = path.name.lower()
+        if name.endswith(".tar.gz"):
+            return Source("sdist", path)
+        if name.endswith(".whl"):
+            return Source("wheel", path)
+        raise SafeBuildError(
+            f"{argument} is a file, not a project directory or a .tar.gz source distribution",
+            hint="pass the project directory (the one with pyproject.toml or setup.py)",
+            path=path,
+        )
+    root = Path(os.path.realpath(path))
+    try:
+        present = [name for name in PROJECT_FILES if (root / name).is_file()]
+        os.listdir(root)
+    except PermissionError as error:
+        raise SafeBuildError(
+            f"cannot read project directory {argument}: {error.strerror}",
+            hint="fix its permissions or run as a user who can read it",
+            path=root,
+        ) from None
+    if not present:
+        raise SafeBuildError(
+            f"{argument} is not a Python project: it has no pyproject.toml or setup.py",
+            hint="pass the directory that holds one",
+            path=root,
+        )
+    if "pyproject.toml" in present:
+        check_pyproject(root / "pyproject.toml")
+    return Source("project", root)
+
+
+def check_pyproject(pyproject: Path) -> None:
+    """Fail with the file, line and column if ``pyproject.toml`` is not valid TOML."""
+    try:
+        with pyproject.open("rb") as file:
+            tomllib.load(file)
+    except tomllib.TOMLDecodeError as error:
+        raise SafeBuildError(
+            f"invalid TOML in {pyproject}: {error}", hint="fix the file and build again", path=pyproject
+        ) from None
+    except OSError as error:
+        raise SafeBuildError(
+            f"cannot read {pyproject}: {error.strerror}", hint="fix its permissions", path=pyproject
+        ) from None

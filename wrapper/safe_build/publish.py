@@ -1,0 +1,90 @@
+"""Atomic publication of finished artifacts into the user's output directory.
+
+An artifact is written to a hidden temporary file in the output directory, flushed to disk and
+renamed over its final name, so the final name only ever shows a complete file. The temporary
+name carries the writer's pid: a writer killed mid-copy leaves a hidden file that the next
+publication into that directory removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from safe_build.errors import SafeBuildError
+from safe_build.fsutil import fsync_dir
+from safe_build.processes import pid_alive
+
+_TEMP_SUFFIX = ".safe-build-tmp"
+_TEMP_NAME = re.compile(r"^\..*\.(?P<pid>\d+)" + re.escape(_TEMP_SUFFIX) + "$")
+
+
+def check_output_dir(outdir: Path) -> None:
+    """Fail before building if ``outdir`` cannot be created or written; create nothing."""
+    probe = outdir
+    while not probe.exists():
+        if probe.is_symlink():
+            raise SafeBuildError(
+                f"output directory {outdir} is a broken symbolic link", hint="choose another with -o"
+            )
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "output directory" if probe == outdir else f"output directory {outdir}: parent"
+        raise SafeBuildError(f"{what} {probe} is not a directory", hint="choose another with -o")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SafeBuildError(
+            f"cannot write to output directory {outdir} (no write permission on {probe})",
+            hint="choose another with -o",
+        )
+
+
+def publish_file(source: Path, outdir: Path) -> Path:
+    """Copy ``source`` into ``outdir`` under its own name, atomically; return the final path."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(outdir)
+    final = outdir / source.name
+    with replacing(final) as out, source.open("rb") as data:
+        shutil.copyfileobj(data, out, 1 << 20)
+        os.fchmod(out.fileno(), stat.S_IMODE(os.fstat(data.fileno()).st_mode))  # mkstemp gave 0600
+    return final
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new content, never a mix."""
+    with replacing(path) as out:
+        out.write(text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def replacing(final: Path) -> Iterator[BinaryIO]:
+    """Yield a hidden temporary file beside ``final``; on success it is synced and renamed over it."""
+    fd, temporary = tempfile.mkstemp(
+        dir=final.parent, prefix=f".{final.name}.", suffix=f".{os.getpid()}{_TEMP_SUFFIX}"
+    )
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    fsync_dir(final.parent)
+
+
+def remove_dead_temporaries(outdir: Path) -> None:
+    """Remove temporary files left in ``outdir`` by writers that were killed."""
+    for entry in os.scandir(outdir):
+        match = _TEMP_NAME.match(entry.name)
+        if match and not pid_alive(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)

@@ -1,0 +1,169 @@
+"""A private copy of a project's source tree, for a backend to build in and write to at will.
+
+What is copied: inside a git work tree, what git lists (tracked files plus untracked files that
+are not ignored); elsewhere, a walk. Directories that hold tools' state or build output are never
+copied or even read (``EXCLUDED_ANYWHERE``, ``EXCLUDED_AT_ROOT``). Files are real copies, never
+hard links (a backend writing through a hard link would change the user's file) and are made
+writable by their owner. A symbolic link to something inside the project stays a link, pointing
+at the same place in the copy; one pointing outside is copied as what it points to. Sockets,
+fifos and devices are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXCLUDED_ANYWHERE = frozenset({".git", ".hg", ".svn", ".tox", ".nox", ".venv", "node_modules", "__pycache__"})
+EXCLUDED_AT_ROOT = frozenset({"build", "dist"})  # setuptools' and build's output; deeper, they may be packages
+EXCLUDED_SUFFIX = ".egg-info"
+_COPY_THREADS = 8  # copying is system calls; threads overlap their latency
+
+
+@dataclass
+class Snapshot:
+    """What a copy contains, for ``-v`` output and tests."""
+
+    root: Path
+    files: int = 0
+    links: int = 0
+    skipped: list[str] = field(default_factory=list)
+    listed_by: str = "walk"
+
+
+def excluded(relative: str, extra: frozenset[str] = frozenset()) -> bool:
+    """True if the project-relative path ``relative`` (``/``-separated) is never copied."""
+    parts = relative.split("/")
+    if parts[0] in EXCLUDED_AT_ROOT or relative in extra:
+        return True
+    return any(part in EXCLUDED_ANYWHERE or part.endswith(EXCLUDED_SUFFIX) for part in parts)
+
+
+def take(project: Path, destination: Path, *, exclude: Iterable[str] = ()) -> Snapshot:
+    """Copy ``project`` (a real, absolute path) to ``destination``, which must not exist yet.
+
+    ``exclude`` names extra project-relative paths to leave out, such as an output directory
+    inside the project.
+    """
+    extra = frozenset(exclude)
+    snapshot = Snapshot(destination)
+    entries = _git_listing(project, extra)
+    if entries is None:
+        entries = list(_walk(project, extra))
+    else:
+        snapshot.listed_by = "git"
+    destination.mkdir(parents=True)
+    copier = _Copier(project, destination, snapshot, expand_dirs=snapshot.listed_by == "git")
+    with ThreadPoolExecutor(_COPY_THREADS) as pool:
+        for _ in pool.map(copier.copy, entries):
+            pass
+    return snapshot
+
+
+def _git_listing(project: Path, extra: frozenset[str]) -> list[str] | None:
+    """Project-relative paths git would put in a commit, or None if git does not manage the tree."""
+    pathspecs = [f":(exclude,glob)**/{name}/**" for name in EXCLUDED_ANYWHERE]
+    pathspecs += [f":(exclude){name}" for name in EXCLUDED_AT_ROOT]
+    try:
+        listing = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", ".", *pathspecs],
+            cwd=project,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None  # no git, or not a work tree
+    paths = [os.fsdecode(raw) for raw in listing.split(b"\0") if raw]
+    if not {"pyproject.toml", "setup.py"} & set(paths):
+        return None  # the project is ignored by the repository around it: git has no say here
+    return sorted({path for path in paths if not excluded(path, extra)})
+
+
+def _walk(top: Path, extra: frozenset[str]) -> Iterator[str]:
+    """Project-relative paths of files, links and directories below ``top``, pruning excluded ones."""
+    for current, dirs, files in os.walk(top):
+        relative_dir = os.path.relpath(current, top).replace(os.sep, "/")
+        base = "" if relative_dir == "." else relative_dir + "/"
+        kept = []
+        for name in dirs:
+            relative = base + name
+            if excluded(relative, extra):
+                continue
+            if os.path.islink(os.path.join(current, name)):
+                yield relative  # copied by _Copier as a link or as what it points to; not walked here
+            else:
+                kept.append(name)
+                yield relative
+        dirs[:] = kept
+        for name in files:
+            relative = base + name
+            if not excluded(relative, extra):
+                yield relative
+
+
+class _Copier:
+    """Copies listed entries; ``expand_dirs``: a listed directory still needs walking (git's submodules)."""
+
+    def __init__(self, source: Path, destination: Path, snapshot: Snapshot, *, expand_dirs: bool) -> None:
+        self.source = source
+        self.destination = destination
+        self.snapshot = snapshot
+        self.expand_dirs = expand_dirs
+        self._count = threading.Lock()
+
+    def copy(self, relative: str) -> None:
+        self.copy_entry(self.source / relative, self.destination / relative, relative, expand=self.expand_dirs)
+
+    def copy_entry(self, src: Path, dst: Path, relative: str, *, expand: bool = False) -> None:
+        try:
+            info = os.lstat(src)
+        except FileNotFoundError:
+            return  # deleted from the work tree but still in git's index
+        if stat.S_ISLNK(info.st_mode):
+            self._copy_link(src, dst, relative)
+        elif stat.S_ISREG(info.st_mode):
+            self._copy_file(src, dst, info)
+        elif stat.S_ISDIR(info.st_mode):
+            dst.mkdir(parents=True, exist_ok=True)  # also keeps empty directories of a walked tree
+            if expand:
+                self._copy_dir(src, dst, relative)
+        else:
+            with self._count:
+                self.snapshot.skipped.append(relative)
+
+    def _copy_dir(self, src: Path, dst: Path, relative: str) -> None:
+        for inner in _walk(src, frozenset()):
+            self.copy_entry(src / inner, dst / inner, f"{relative}/{inner}")
+
+    def _copy_file(self, src: Path, dst: Path, info: os.stat_result) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        os.chmod(dst, stat.S_IMODE(info.st_mode) | stat.S_IWUSR | stat.S_IRUSR)
+        os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns))  # sdists record file times
+        with self._count:
+            self.snapshot.files += 1
+
+    def _copy_link(self, src: Path, dst: Path, relative: str) -> None:
+        target = os.path.realpath(src)
+        inside = target == str(self.source) or target.startswith(str(self.source) + os.sep)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if inside or not os.path.exists(target):
+            # inside: to the same place in the copy; dangling: as it is, as a plain copy would keep it
+            link = os.readlink(src)
+            if inside:
+                link = os.path.relpath(self.destination / os.path.relpath(target, self.source), dst.parent)
+            os.symlink(link, dst)
+            with self._count:
+                self.snapshot.links += 1
+        elif os.path.isdir(target):
+            dst.mkdir(exist_ok=True)
+            self._copy_dir(Path(target), dst, relative)
+        else:
+            self._copy_file(Path(target), dst, os.stat(target))
