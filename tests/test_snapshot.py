@@ -1,0 +1,176 @@
+"""The private copy of a source tree: what it holds, what it leaves out, and what it never reads."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from safe_build import snapshot
+
+
+def write(path: Path, text: str = "x\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def listing(root: Path) -> set[str]:
+    found = set()
+    for current, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(current, name)
+            if not path.is_dir() or path.is_symlink():
+                found.add(path.relative_to(root).as_posix())
+    return found
+
+
+def git(project: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True, capture_output=True
+    )
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A project with the state directories a developer's tree accumulates."""
+    project = tmp_path / "project"
+    write(project / "pyproject.toml", "[project]\nname = 'p'\nversion = '1'\n")
+    write(project / "src/p/__init__.py")
+    write(project / "src/p/build/__init__.py")  # a subpackage named build: only the root's build/ is output
+    for excluded in [
+        "build/lib/p/__init__.py",
+        "dist/p-1.tar.gz",
+        "src/p.egg-info/PKG-INFO",
+        "src/p/__pycache__/x.pyc",
+        ".tox/py/x",
+        ".venv/bin/python",
+        "node_modules/a/index.js",
+        "web/node_modules/b/index.js",
+        ".nox/x",
+    ]:
+        write(project / excluded)
+    return project
+
+
+@pytest.fixture
+def reads() -> Iterator[list[str]]:
+    """Paths the current process opens or lists while the fixture is active."""
+    seen: list[str] = []
+    active = [True]
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if active[0] and event in {"open", "os.listdir", "os.scandir"} and args and args[0] is not None:
+            seen.append(os.fsdecode(args[0]) if isinstance(args[0], (str, bytes, os.PathLike)) else "")
+
+    sys.addaudithook(hook)
+    yield seen
+    active[0] = False  # audit hooks cannot be removed; switch this one off
+
+
+EXPECTED_WALK = {"pyproject.toml", "src/p/__init__.py", "src/p/build/__init__.py"}
+
+
+def test_walk_copies_sources_and_never_reads_excluded_dirs(tree: Path, tmp_path: Path, reads: list[str]) -> None:
+    copy = snapshot.take(tree, tmp_path / "copy")
+    assert copy.listed_by == "walk"
+    assert listing(tmp_path / "copy") == EXPECTED_WALK
+    touched = [path for path in reads if "node_modules" in path or ".tox" in path or ".venv" in path]
+    assert touched == []
+
+
+def test_git_listing_takes_tracked_and_untracked_but_not_ignored(tree: Path, tmp_path: Path) -> None:
+    write(tree / ".gitignore", "*.log\n")
+    write(tree / "debug.log")
+    write(tree / "untracked.txt")
+    git(tree, "init", "-q")
+    git(tree, "add", "pyproject.toml", "src/p/__init__.py", ".gitignore")
+    git(tree, "commit", "-qm", "init")
+    write(tree / "src/p/__init__.py", "changed = True\n")  # uncommitted change: the work tree counts
+    (tree / "src/p/build/__init__.py").unlink()  # never added; gone
+    copy = snapshot.take(tree, tmp_path / "copy")
+    assert copy.listed_by == "git"
+    assert listing(tmp_path / "copy") == {"pyproject.toml", ".gitignore", "src/p/__init__.py", "untracked.txt"}
+    assert (tmp_path / "copy/src/p/__init__.py").read_text() == "changed = True\n"
+
+
+def test_project_inside_an_ignored_dir_of_a_repository_is_walked(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write(repo / ".gitignore", "vendor/\n")
+    git(repo, "init", "-q")
+    project = repo / "vendor" / "p"
+    write(project / "pyproject.toml")
+    write(project / "p.py")
+    copy = snapshot.take(project, tmp_path / "copy")
+    assert copy.listed_by == "walk"
+    assert listing(tmp_path / "copy") == {"pyproject.toml", "p.py"}
+
+
+def test_output_dir_inside_the_project_is_left_out(tree: Path, tmp_path: Path) -> None:
+    write(tree / "wheels/p-1-py3-none-any.whl")
+    snapshot.take(tree, tmp_path / "copy", exclude=["wheels"])
+    assert not (tmp_path / "copy/wheels").exists()
+
+
+def test_links_inside_stay_links_outside_become_copies(tree: Path, tmp_path: Path) -> None:
+    outside = write(tmp_path / "shared/LICENSE", "license text\n")
+    write(tmp_path / "shared/dir/data.txt", "data\n")
+    (tree / "LICENSE").symlink_to(outside)
+    (tree / "shared-dir").symlink_to(tmp_path / "shared/dir")
+    (tree / "alias.py").symlink_to(tree / "src/p/__init__.py")  # absolute, but inside
+    (tree / "dangling").symlink_to("does-not-exist")
+    copy_root = tmp_path / "copy"
+    snapshot.take(tree, copy_root)
+
+    assert not (copy_root / "LICENSE").is_symlink()
+    assert (copy_root / "LICENSE").read_text() == "license text\n"
+    assert (copy_root / "shared-dir/data.txt").read_text() == "data\n"
+    assert not (copy_root / "shared-dir").is_symlink()
+    alias = copy_root / "alias.py"
+    assert alias.is_symlink()
+    assert not os.path.isabs(os.readlink(alias))  # never leads back into the user's tree
+    assert alias.resolve() == (copy_root / "src/p/__init__.py").resolve()
+    assert os.readlink(copy_root / "dangling") == "does-not-exist"
+
+
+def test_copies_are_real_writable_copies_with_times_kept(tree: Path, tmp_path: Path) -> None:
+    source = tree / "src/p/__init__.py"
+    os.utime(source, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    source.chmod(0o444)
+    snapshot.take(tree, tmp_path / "copy")
+    copied = tmp_path / "copy/src/p/__init__.py"
+    assert copied.stat().st_ino != source.stat().st_ino
+    assert copied.stat().st_nlink == 1
+    assert copied.stat().st_mode & stat.S_IWUSR
+    assert copied.stat().st_mtime_ns == 1_000_000_000_000_000_000
+    copied.write_text("backend wrote here\n")
+    assert source.read_text() == "x\n"
+
+
+def test_fifos_and_sockets_are_skipped(tree: Path, tmp_path: Path) -> None:
+    os.mkfifo(tree / "pipe")
+    copy = snapshot.take(tree, tmp_path / "copy")  # would hang reading the fifo if it tried
+    assert copy.skipped == ["pipe"]
+    assert not (tmp_path / "copy/pipe").exists()
+
+
+def test_submodule_contents_are_copied(tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    write(library / "lib.py")
+    git(library, "init", "-q")
+    git(library, "add", "-A")
+    git(library, "commit", "-qm", "lib")
+    project = tmp_path / "project"
+    write(project / "pyproject.toml")
+    git(project, "init", "-q")
+    git(project, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "vendor/library")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "with submodule")
+    snapshot.take(project, tmp_path / "copy")
+    assert (tmp_path / "copy/vendor/library/lib.py").is_file()
+    assert not (tmp_path / "copy/vendor/library/.git").exists()
