@@ -13,6 +13,7 @@ import io
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
 from collections.abc import Callable, Sequence
@@ -174,7 +175,9 @@ def plain_build_command(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "build", *map(str, args)]
 
 
-def run(command: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    command: Sequence[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
 
 
@@ -187,7 +190,7 @@ def run_parallel(
         for command in commands
     ]
     results = []
-    for command, process in zip(commands, processes):
+    for command, process in zip(commands, processes, strict=True):
         out, err = process.communicate()
         results.append(subprocess.CompletedProcess(command, process.returncode, out, err))
     return results
@@ -216,7 +219,9 @@ def wheel_problems(wheel: Path) -> list[str]:
             if name == records[0]:
                 continue
             algorithm, _, expected = digest.partition("=")
-            actual = base64.urlsafe_b64encode(hashlib.new(algorithm, archive.read(name)).digest()).rstrip(b"=")
+            actual = base64.urlsafe_b64encode(hashlib.new(algorithm, archive.read(name)).digest()).rstrip(
+                b"="
+            )
             if actual.decode() != expected:
                 problems.append(f"{wheel.name}: hash mismatch for {name}")
         unlisted = set(archive.namelist()) - listed
@@ -230,8 +235,6 @@ def members(archive_path: Path) -> list[str]:
     if archive_path.name.endswith(".whl"):
         with zipfile.ZipFile(archive_path) as archive:
             return sorted(archive.namelist())
-    import tarfile
-
     with tarfile.open(archive_path) as archive:
         return sorted(member.name for member in archive.getmembers() if member.isfile())
 

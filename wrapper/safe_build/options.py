@@ -9,6 +9,8 @@ point at private places until the artifacts are published.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import os
 from collections.abc import Sequence
 
@@ -53,12 +55,14 @@ def parser() -> argparse.ArgumentParser:
             action.help = "show safe-build's and build's versions and exit"
     own = parser.add_argument_group("safe-build options")
     own.add_argument(
-        "--in-place", action="store_true",
+        "--in-place",
+        action="store_true",
         help="build in the source tree itself instead of a private copy, for projects that cannot "
         "be built from a copy; builds of one project then take turns (an exclusive project lock)",
     )
     own.add_argument(
-        "--lock-timeout", metavar="SECONDS",
+        "--lock-timeout",
+        metavar="SECONDS",
         help="give up waiting for a busy lock after SECONDS (exit code 3); "
         "default $SAFE_BUILD_LOCK_TIMEOUT or 3600",
     )
@@ -104,10 +108,21 @@ def _refuse_unknown(args: argparse.Namespace) -> None:
 
 
 def _build_version() -> str:
-    from importlib.metadata import version
-
-    return version("build")
+    return importlib.metadata.version("build")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    return parser().parse_args(list(argv))
+    """Parse ``argv``; refuse here what build would refuse only after the snapshot was taken."""
+    args = parser().parse_args(list(argv))
+    if getattr(args, "config_json", None) is not None:
+        try:
+            settings = json.loads(args.config_json)
+        except json.JSONDecodeError as error:
+            raise SafeBuildError(
+                f"Invalid JSON in --config-json: {error}", hint="pass a JSON object"
+            ) from None
+        if not isinstance(settings, dict):
+            raise SafeBuildError(
+                "--config-json must contain a JSON object", hint='pass e.g. {"key": "value"}'
+            )
+    return args

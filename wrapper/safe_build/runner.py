@@ -39,7 +39,12 @@ def run(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: Ou
         elif out is not None:
             err = subprocess.STDOUT
         process = subprocess.Popen(
-            command, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
             start_new_session=True,
         )
         try:

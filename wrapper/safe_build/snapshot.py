@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EXCLUDED_ANYWHERE = frozenset({".git", ".hg", ".svn", ".tox", ".nox", ".venv", "node_modules", "__pycache__"})
-EXCLUDED_AT_ROOT = frozenset({"build", "dist"})  # setuptools' and build's output; deeper, they may be packages
+EXCLUDED_AT_ROOT = frozenset(
+    {"build", "dist"}
+)  # setuptools' and build's output; deeper, they may be packages
 EXCLUDED_SUFFIX = ".egg-info"
 _COPY_THREADS = 8  # copying is system calls; threads overlap their latency
 
@@ -119,7 +121,9 @@ class _Copier:
         self._count = threading.Lock()
 
     def copy(self, relative: str) -> None:
-        self.copy_entry(self.source / relative, self.destination / relative, relative, expand=self.expand_dirs)
+        self.copy_entry(
+            self.source / relative, self.destination / relative, relative, expand=self.expand_dirs
+        )
 
     def copy_entry(self, src: Path, dst: Path, relative: str, *, expand: bool = False) -> None:
         try:

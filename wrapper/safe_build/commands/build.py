@@ -1,4 +1,4 @@
-"""``safe-build [SRCDIR] [build options]``: ``python -m build`` on a private snapshot, published atomically."""
+"""``safe-build [SRCDIR] [build options]``: python -m build on a private snapshot, published atomically."""
 
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def _prepared_source(
     else:
         started = time.monotonic()
         with lock.hold("shared"):
-            copy = snapshot.take(source.path, work / "src" / source.path.name, exclude=_inside(outdir, source.path))
+            copy = snapshot.take(
+                source.path, work / "src" / source.path.name, exclude=_inside(outdir, source.path)
+            )
         if args.verbosity > 0:
             print(
                 f"* Copied {copy.files} files and {copy.links} links (listed by {copy.listed_by}) "
@@ -113,7 +115,9 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool) ->
     error = _last_error_line(captured)
     failure = BuildFailed if code != EXIT_BAD_INPUT else SafeBuildError
     raise failure(
-        f"building {args.srcdir} failed: {error}" if error else f"building {args.srcdir} failed (exit code {code})",
+        f"building {args.srcdir} failed: {error}"
+        if error
+        else f"building {args.srcdir} failed (exit code {code})",
         hint="see the build output above; nothing was written to the output directory",
         path=src,
     )
