@@ -10,7 +10,10 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
+
+from build.__main__ import main as build_main
 
 from safe_build import config, options, project, publish, runner, snapshot, workdirs
 from safe_build.errors import EXIT_BAD_INPUT, BuildFailed, SafeBuildError
@@ -90,12 +93,12 @@ def _inside(path: Path, root: Path) -> list[str]:
 
 def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool) -> None:
     """Run ``python -m build`` on ``src`` into ``work/out``; raise with its output shown if it fails."""
-    command = [sys.executable, "-m", "build", *options.forwarded(args)]
+    arguments = options.forwarded(args)
     if not args.metadata:
-        command.append(f"--outdir={work / 'out'}")
+        arguments.append(f"--outdir={work / 'out'}")
     if report:
-        command.append(f"--report={work / 'report.json'}")
-    command.append(str(src))
+        arguments.append(f"--report={work / 'report.json'}")
+    arguments.append(str(src))
     (work / "tmp").mkdir()
     env = {**os.environ, "TMPDIR": str(work / "tmp")}  # build's isolated environments die with work
     if args.verbosity > 0:
@@ -104,7 +107,7 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool) ->
         output = runner.Output(stdout=work / "stdout.log", stderr=work / "stderr.log")
     else:
         output = runner.Output(stdout=work / "build.log")
-    code = runner.run(command, cwd=work, env=env, output=output)
+    code = runner.run(partial(build_main, arguments, "python -m build"), cwd=work, env=env, output=output)
     if code == 0:
         if args.metadata and output.stdout is not None:
             runner.replay(output.stdout, sys.stdout)
