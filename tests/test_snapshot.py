@@ -32,7 +32,10 @@ def listing(root: Path) -> set[str]:
 
 def git(project: Path, *args: str) -> None:
     subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True, capture_output=True
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=project,
+        check=True,
+        capture_output=True,
     )
 
 
@@ -76,7 +79,9 @@ def reads() -> Iterator[list[str]]:
 EXPECTED_WALK = {"pyproject.toml", "src/p/__init__.py", "src/p/build/__init__.py"}
 
 
-def test_walk_copies_sources_and_never_reads_excluded_dirs(tree: Path, tmp_path: Path, reads: list[str]) -> None:
+def test_walk_copies_sources_and_never_reads_excluded_dirs(
+    tree: Path, tmp_path: Path, reads: list[str]
+) -> None:
     copy = snapshot.take(tree, tmp_path / "copy")
     assert copy.listed_by == "walk"
     assert listing(tmp_path / "copy") == EXPECTED_WALK
@@ -95,7 +100,12 @@ def test_git_listing_takes_tracked_and_untracked_but_not_ignored(tree: Path, tmp
     (tree / "src/p/build/__init__.py").unlink()  # never added; gone
     copy = snapshot.take(tree, tmp_path / "copy")
     assert copy.listed_by == "git"
-    assert listing(tmp_path / "copy") == {"pyproject.toml", ".gitignore", "src/p/__init__.py", "untracked.txt"}
+    assert listing(tmp_path / "copy") == {
+        "pyproject.toml",
+        ".gitignore",
+        "src/p/__init__.py",
+        "untracked.txt",
+    }
     assert (tmp_path / "copy/src/p/__init__.py").read_text() == "changed = True\n"
 
 
