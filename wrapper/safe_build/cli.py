@@ -53,7 +53,9 @@ def _stop_signals_raise() -> Iterator[None]:
     def stop(signum: int, frame: FrameType | None) -> None:
         raise Terminated(signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    # a signal ignored at start stays ignored: nohup safe-build … must survive a hangup
+    wanted = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, stop) for sig in wanted}
     try:
         yield
     finally:

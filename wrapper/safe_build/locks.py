@@ -1,8 +1,13 @@
 """Named shared/exclusive locks that say who holds them, wait visibly and give up after a timeout.
 
-The lock itself is filelock's SQLite-backed ``ReadWriteLock``: SQLite takes kernel (fcntl) locks,
-so a holder that dies releases its lock and no lock is ever stale. Lock files are never deleted:
-removing one would let a second holder in on a new file while the first still holds the old one.
+The lock is a kernel ``flock`` (shared or exclusive) on a lock file outside any source tree. It is
+written here rather than taken from filelock because filelock offers exclusive flock only, and its
+reader-writer lock rests on SQLite's fcntl locks, which a forked child does not inherit. A flock
+belongs to the open file, which the forked build child shares: an ``--in-place`` build whose
+safe-build was killed keeps the project locked until the orphaned build itself ends, and the
+kernel still drops the lock the moment the last holder dies, so no lock is ever stale. Lock files
+are never deleted: removing one would let a second holder in on a new file while the first still
+holds the old one.
 
 Who holds a lock is recorded beside it, one small JSON file per holder in ``<lock>.holders/``,
 written after acquiring and removed on release. The records are informational only: the kernel
@@ -12,18 +17,17 @@ lock is the truth, and records of processes that no longer exist are ignored and
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-
-import filelock
 
 from safe_build.errors import LockTimeout
 from safe_build.processes import pid_alive
@@ -32,6 +36,7 @@ Mode = Literal["shared", "exclusive"]
 
 GRACE_SECONDS = 1.0  # a wait shorter than this is not worth a message
 UPDATE_EVERY_SECONDS = 30.0
+POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -59,21 +64,23 @@ class NamedLock:
 
     @contextlib.contextmanager
     def hold(self, mode: Mode) -> Iterator[None]:
-        """Hold the lock in ``mode`` for the body of the ``with`` statement."""
+        """Hold the lock in ``mode`` for the body of the ``with`` statement.
+
+        Release is closing our descriptor, not unlocking it: a forked child that shares the
+        open file keeps the lock until it is done too.
+        """
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        rw_lock = filelock.ReadWriteLock(self.lock_file, is_singleton=False)
-        acquire = rw_lock.acquire_read if mode == "shared" else rw_lock.acquire_write
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            self._acquire(acquire)
+            self._acquire(fd, fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX)
             record = self._write_record(mode)
             try:
                 yield
             finally:
                 with contextlib.suppress(OSError):
                     record.unlink()
-                rw_lock.release()
         finally:
-            rw_lock.close()
+            os.close(fd)
 
     def holders(self) -> list[Holder]:
         """The live holders recorded for this lock; records of dead processes are removed."""
@@ -97,38 +104,29 @@ class NamedLock:
     def describe_holders(self) -> str:
         holders = self.holders()
         if not holders:
-            return "held by a process that has not said who it is yet"
+            return "held by a process that left no record: an orphaned build, or one just starting"
         now = time.time()
         more = f", and {len(holders) - 1} more" if len(holders) > 1 else ""
         return f"held by {holders[0].describe(now)}{more}"
 
-    def _acquire(self, acquire: Callable[..., object]) -> None:
-        try:
-            acquire(blocking=False)
+    def _acquire(self, fd: int, operation: int) -> None:
+        if _try_lock(fd, operation):
             return
-        except filelock.Timeout:
-            pass
         started = time.monotonic()
         next_message = started + GRACE_SECONDS
         announced = False
-        while True:
+        while not _try_lock(fd, operation):
             now = time.monotonic()
-            remaining = self.timeout - (now - started)
-            if remaining <= 0:
+            if now - started >= self.timeout:
                 raise LockTimeout(
                     f"timed out after {_seconds(self.timeout)} waiting for the {self.what} lock on "
                     f"{self.subject} ({self.describe_holders()})",
                     hint="wait for that process to finish or stop it, or raise --lock-timeout",
                     path=self.lock_file,
                 )
-            try:
-                acquire(timeout=max(0.05, min(remaining, next_message - now)))
-                return
-            except filelock.Timeout:
-                pass
-            if time.monotonic() >= next_message:
+            if now >= next_message:
                 prefix = "still waiting" if announced else "waiting"
-                waited = f", waited {_seconds(time.monotonic() - started)}" if announced else ""
+                waited = f", waited {_seconds(now - started)}" if announced else ""
                 print(
                     f"safe-build: {prefix} for the {self.what} lock on {self.subject} "
                     f"({self.describe_holders()}{waited})",
@@ -136,7 +134,8 @@ class NamedLock:
                     flush=True,
                 )
                 announced = True
-                next_message = time.monotonic() + UPDATE_EVERY_SECONDS
+                next_message = now + UPDATE_EVERY_SECONDS
+            time.sleep(min(POLL_SECONDS, max(0.0, started + self.timeout - now)))
 
     def _write_record(self, mode: Mode) -> Path:
         self._holders_dir.mkdir(exist_ok=True)
@@ -148,9 +147,16 @@ class NamedLock:
         return record
 
 
+def _try_lock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _command_line() -> str:
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    return " ".join([name, *sys.argv[1:]])
+    return " ".join(["safe-build", *sys.argv[1:]])
 
 
 def _seconds(value: float) -> str:

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -54,6 +55,11 @@ def run(main: Callable[[], object], *, cwd: Path, env: Mapping[str, str], output
 
 def stop_group(pid: int) -> None:
     """Ask the child's process group to stop, give it a moment, then kill whatever is left of it."""
+    with _signals_ignored():  # a second Ctrl-C must not cut the stopping short
+        _stop_group(pid)
+
+
+def _stop_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -73,6 +79,19 @@ def replay(path: Path, stream: IO[str] | None = None) -> None:
     target = stream or sys.stderr
     target.write(path.read_text(encoding="utf-8", errors="replace"))
     target.flush()
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in CHILD_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ def run(argv: Sequence[str]) -> int:
 def _project_lock(cache: Path, source: project.Source, timeout: float) -> NamedLock:
     digest = hashlib.sha256(os.fsencode(source.path)).hexdigest()[:16]
     return NamedLock(
-        cache / "locks" / f"project-{source.path.name}-{digest}.db",
+        cache / "locks" / f"project-{source.path.name}-{digest}.lock",
         what="project",
         subject=source.path,
         timeout=timeout,
