@@ -64,8 +64,10 @@ def take(project: Path, destination: Path, *, exclude: Iterable[str] = ()) -> Sn
     for directory in sorted({os.path.dirname(entry) for entry in entries} - {""}):
         os.makedirs(destination / directory, exist_ok=True)  # once here, not once per file in the threads
     copier = _Copier(project, destination, snapshot, expand_dirs=snapshot.listed_by == "git")
+    # a few batches per thread, not one task per file: 20,000 futures cost more than the copies
+    batches = [entries[start :: _COPY_THREADS * 4] for start in range(_COPY_THREADS * 4)]
     with ThreadPoolExecutor(_COPY_THREADS) as pool:
-        for _ in pool.map(copier.copy, entries):
+        for _ in pool.map(copier.copy_all, batches):
             pass
     return snapshot
 
@@ -121,10 +123,11 @@ class _Copier:
         self.expand_dirs = expand_dirs
         self._count = threading.Lock()
 
-    def copy(self, relative: str) -> None:
-        self.copy_entry(
-            self.source / relative, self.destination / relative, relative, expand=self.expand_dirs
-        )
+    def copy_all(self, entries: list[str]) -> None:
+        for relative in entries:
+            self.copy_entry(
+                self.source / relative, self.destination / relative, relative, expand=self.expand_dirs
+            )
 
     def copy_entry(self, src: Path, dst: Path, relative: str, *, expand: bool = False) -> None:
         try:
