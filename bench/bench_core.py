@@ -24,7 +24,8 @@ many cores other processes kept busy meanwhile, and CPU times are shown next to 
 All builds, plain and safe-build alike, get the same environment: no package index, only a
 wheelhouse downloaded once at the start, so the network neither slows nor breaks either side.
 
-This is a report, not a test: the exit code is 0 unless safe-build failed a build in part 3.
+This is a report, not a test: the exit code is 0 unless safe-build failed in part 3 (a build
+failed or left a broken wheel).
 """
 
 from __future__ import annotations
@@ -739,11 +740,18 @@ class ConcurrentComparison:
 
     label: str
     builds: int = 0
+    shared: bool = False
     seconds: dict[str, list[float]] = field(default_factory=lambda: {tool: [] for tool in TOOLS})
     problems: dict[str, list[str]] = field(default_factory=lambda: {tool: [] for tool in TOOLS})
+    # shared dist/ only: what was wrong with the wheel left there once a round was over
+    broken_finals: dict[str, list[str]] = field(default_factory=lambda: {tool: [] for tool in TOOLS})
 
     def failures(self, tool: str) -> int:
+        """Builds that failed or whose wheel was broken when they exited: at most ``builds``."""
         return len(self.problems[tool])
+
+    def rounds(self) -> int:
+        return len(self.seconds[PLAIN])
 
 
 @dataclass
@@ -788,8 +796,12 @@ def watch_jobs(jobs: Sequence[Job], expected: Sequence[str]) -> list[str]:
 
 def concurrent_round(
     settings: Settings, tool: str, project: Path, expected: Sequence[str], *, shared: bool
-) -> tuple[float, list[str]]:
-    """One round of ``settings.jobs`` simultaneous builds from a clean tree: wall time and problems."""
+) -> tuple[float, list[str], str | None]:
+    """One round of ``settings.jobs`` simultaneous builds from a clean tree.
+
+    Returns the wall time, each failed build's problem, and, for a shared dist/, what is wrong
+    with the wheel left there at the end (None if it is fine).
+    """
     outroot = settings.work / "concurrent-out"
     shutil.rmtree(outroot, ignore_errors=True)
     remove_build_state(project, dist=True)
@@ -797,23 +809,25 @@ def concurrent_round(
     started = time.perf_counter()
     problems = watch_jobs(start_jobs(settings, tool, project, outdirs), expected)
     seconds = time.perf_counter() - started
-    if shared and (final := wheel_problem(project / "dist", expected)):
-        problems.append(f"final dist/: {final}")
-    return seconds, problems
+    final = wheel_problem(project / "dist", expected) if shared else None
+    return seconds, problems, final
 
 
 def compare_concurrent(settings: Settings, kind: str, *, shared: bool) -> ConcurrentComparison:
     """Rounds alternate between the tools, on a project of their own that nothing else builds."""
     project = write_project(settings.work / "concurrent" / kind.replace(" ", "-"), PROJECTS[kind])
     where = "one shared dist/" if shared else "own -o outN"
-    comparison = ConcurrentComparison(f"{kind}, {where}", builds=settings.jobs * settings.concurrent_rounds)
+    builds = settings.jobs * settings.concurrent_rounds
+    comparison = ConcurrentComparison(f"{kind}, {where}", builds=builds, shared=shared)
     for number in range(settings.concurrent_rounds):
         for tool in TOOLS:
             note(f"part 3: {comparison.label}, {tool}, round {number + 1}/{settings.concurrent_rounds}")
             expected = EXPECTED_MODULES[kind]
-            seconds, problems = concurrent_round(settings, tool, project, expected, shared=shared)
+            seconds, problems, final = concurrent_round(settings, tool, project, expected, shared=shared)
             comparison.seconds[tool].append(seconds)
             comparison.problems[tool].extend(problems)
+            if final:
+                comparison.broken_finals[tool].append(f"dist/ after the round: {final}")
     return comparison
 
 
@@ -825,9 +839,14 @@ def print_concurrent(comparison: ConcurrentComparison) -> None:
     ]
     ratio = median(comparison.seconds[SAFE]) / median(comparison.seconds[PLAIN])
     print(f"  {comparison.label:<32} {cells[0]}   {cells[1]}   time ratio {ratio:4.2f}")
+    if comparison.shared:
+        finals = ", ".join(
+            f"{tool} {len(comparison.broken_finals[tool])}/{comparison.rounds()}" for tool in TOOLS
+        )
+        print(f"  {'':<32}   rounds that left a broken wheel in dist/: {finals}")
     for tool in TOOLS:
         reasons: dict[str, int] = {}
-        for problem in comparison.problems[tool]:
+        for problem in comparison.problems[tool] + comparison.broken_finals[tool]:
             reasons[problem] = reasons.get(problem, 0) + 1
         for reason, count in sorted(reasons.items(), key=lambda item: -item[1])[:3]:
             print(f"  {'':<32}   {tool} {count}x: {reason[:140]}")
@@ -835,7 +854,8 @@ def print_concurrent(comparison: ConcurrentComparison) -> None:
 
 def bench_concurrent(settings: Settings) -> list[ConcurrentComparison]:
     rounds = settings.concurrent_rounds
-    print(f"\n== 3. {settings.jobs} concurrent builds (--wheel --no-isolation), {rounds} rounds per tool ==")
+    per_tool = f"{rounds} round{'s' if rounds != 1 else ''} per tool"
+    print(f"\n== 3. {settings.jobs} concurrent builds (--wheel --no-isolation), {per_tool} ==")
     results = []
     for kind in PROJECTS:
         for shared in (False, True):
@@ -855,7 +875,7 @@ class Results:
     background: dict[str, float] = field(default_factory=dict)  # part -> cores busy with other work
 
     def safe_failed(self) -> bool:
-        return any(comparison.failures(SAFE) for comparison in self.concurrent)
+        return any(c.failures(SAFE) or c.broken_finals[SAFE] for c in self.concurrent)
 
 
 def print_summary(results: Results) -> None:
@@ -886,7 +906,13 @@ def print_summary(results: Results) -> None:
         totals = {tool: sum(c.failures(tool) for c in results.concurrent) for tool in TOOLS}
         builds = sum(c.builds for c in results.concurrent)
         counts = f"plain {totals[PLAIN]}/{builds}, safe-build {totals[SAFE]}/{builds}"
-        print(f"  concurrent failures         {counts}")
+        print(f"  concurrent failed builds    {counts}")
+        shared = [c for c in results.concurrent if c.shared]
+        if shared:
+            rounds = sum(c.rounds() for c in shared)
+            broken = {tool: sum(len(c.broken_finals[tool]) for c in shared) for tool in TOOLS}
+            finals = f"plain {broken[PLAIN]}/{rounds}, safe-build {broken[SAFE]}/{rounds}"
+            print(f"  shared dist/ left broken    {finals} rounds")
     for part, cores in results.background.items():
         print(f"  background during {part:<10} {describe_load(cores)}")
 
