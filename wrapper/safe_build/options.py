@@ -89,17 +89,15 @@ def forwarded(args: argparse.Namespace) -> list[str]:
         value = getattr(args, dest, None)
         if value is not None:
             forward.append(f"{flag}={os.path.abspath(value)}")
-    _refuse_unknown(args)
     return forward
 
 
-def _refuse_unknown(args: argparse.Namespace) -> None:
+def _refuse_unknown(args: argparse.Namespace, command_line: argparse.ArgumentParser) -> None:
     """A newer ``build`` may have options safe-build does not know: refuse rather than drop them."""
     known = TAKEN_OVER | OWN_OPTIONS | PATH_OPTIONS.keys() | FLAG_OPTIONS.keys()
     known |= {"verbosity", "distributions", "config_settings", "config_json", "installer"}
-    defaults = vars(main_parser().parse_args([]))
     for dest, value in vars(args).items():
-        if dest not in known and value != defaults.get(dest):
+        if dest not in known and value != command_line.get_default(dest):
             raise SafeBuildError(
                 f"option {dest.replace('_', '-')!r} of this build version is not supported by safe-build "
                 f"{safe_build.__version__}",
@@ -113,7 +111,9 @@ def _build_version() -> str:
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv``; refuse here what build would refuse only after the snapshot was taken."""
-    args = parser().parse_args(list(argv))
+    command_line = parser()
+    args = command_line.parse_args(list(argv))
+    _refuse_unknown(args, command_line)
     if getattr(args, "config_json", None) is not None:
         try:
             settings = json.loads(args.config_json)
