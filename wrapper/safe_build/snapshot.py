@@ -53,13 +53,8 @@ def take(project: Path, destination: Path, *, exclude: Iterable[str] = ()) -> Sn
     ``exclude`` names extra project-relative paths to leave out, such as an output directory
     inside the project.
     """
-    extra = frozenset(exclude)
-    snapshot = Snapshot(destination)
-    entries = _git_listing(project, extra)
-    if entries is None:
-        entries = list(_walk(project, extra))
-    else:
-        snapshot.listed_by = "git"
+    entries, listed_by = listing(project, exclude=exclude)
+    snapshot = Snapshot(destination, listed_by=listed_by)
     destination.mkdir(parents=True)
     for directory in sorted({os.path.dirname(entry) for entry in entries} - {""}):
         os.makedirs(destination / directory, exist_ok=True)  # once here, not once per file in the threads
@@ -70,6 +65,19 @@ def take(project: Path, destination: Path, *, exclude: Iterable[str] = ()) -> Sn
         for _ in pool.map(copier.copy_all, batches):
             pass
     return snapshot
+
+
+def listing(project: Path, *, exclude: Iterable[str] = ()) -> tuple[list[str], str]:
+    """The project-relative paths a snapshot of ``project`` copies, and what listed them: git or a walk.
+
+    Files below a listed directory (a submodule, in a git listing) are not listed; they are copied
+    all the same.
+    """
+    extra = frozenset(exclude)
+    entries = _git_listing(project, extra)
+    if entries is None:
+        return list(_walk(project, extra)), "walk"
+    return entries, "git"
 
 
 def _git_listing(project: Path, extra: frozenset[str]) -> list[str] | None:
