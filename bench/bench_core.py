@@ -922,6 +922,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="part 1 rounds per mode (default 7, --quick 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer rounds, a 2,000-file tree")
     parser.add_argument("--only", choices=PARTS, help="run only this part")
+    parser.add_argument(
+        "--copies", type=int, default=3, help="part 2 alternating copies per side (default 3)"
+    )
     parser.add_argument("--jobs", type=int, default=8, help="simultaneous builds in part 3 (default 8)")
     parser.add_argument("--wheelhouse", help="a directory of setuptools and wheel wheels; skips the download")
     parser.add_argument("--keep", action="store_true", help="keep the work directory for inspection")
@@ -943,7 +946,7 @@ def make_settings(args: argparse.Namespace, work: Path, tree_root: Path) -> Sett
         rounds=args.rounds or (3 if args.quick else 7),
         tree_dirs=200 if args.quick else 2000,
         files_per_dir=10,
-        copy_repeats=3,
+        copy_repeats=args.copies,
         jobs=args.jobs,
         concurrent_rounds=1 if args.quick else 3,
     )
