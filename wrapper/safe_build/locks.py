@@ -147,6 +147,26 @@ class NamedLock:
         return record
 
 
+def try_own(lock_file: Path) -> int | None:
+    """Take ``lock_file`` exclusively without waiting: its descriptor (close it to release), or None.
+
+    None also when the path no longer names the file we locked: someone removed it meanwhile, so
+    the lock would protect nothing. Only owners of never-reused names (private directories)
+    use this; their lock files may be removed by whoever holds them.
+    """
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None
+    try:
+        if _try_lock(fd, fcntl.LOCK_EX) and os.path.samestat(os.fstat(fd), os.stat(lock_file)):
+            return fd
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+    return None
+
+
 def _try_lock(fd: int, operation: int) -> bool:
     try:
         fcntl.flock(fd, operation | fcntl.LOCK_NB)

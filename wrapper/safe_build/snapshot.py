@@ -82,6 +82,8 @@ def listing(project: Path, *, exclude: Iterable[str] = ()) -> tuple[list[str], s
 
 def _git_listing(project: Path, extra: frozenset[str]) -> list[str] | None:
     """Project-relative paths git would put in a commit, or None if git does not manage the tree."""
+    if not _maybe_in_git_work_tree(project):
+        return None  # spares a git process (a few milliseconds) on every build outside a repository
     pathspecs = [f":(exclude,glob)**/{name}/**" for name in EXCLUDED_ANYWHERE]
     pathspecs += [f":(exclude){name}" for name in EXCLUDED_AT_ROOT]
     try:
@@ -97,6 +99,13 @@ def _git_listing(project: Path, extra: frozenset[str]) -> list[str] | None:
     if not {"pyproject.toml", "setup.py"} & set(paths):
         return None  # the project is ignored by the repository around it: git has no say here
     return sorted({path for path in paths if not excluded(path, extra)})
+
+
+def _maybe_in_git_work_tree(project: Path) -> bool:
+    """False only if git surely does not manage ``project``: no ``.git`` above it, no GIT_DIR."""
+    if "GIT_DIR" in os.environ or "GIT_WORK_TREE" in os.environ:
+        return True
+    return any(os.path.lexists(os.path.join(directory, ".git")) for directory in (project, *project.parents))
 
 
 def _walk(top: str, extra: frozenset[str]) -> Iterator[str]:

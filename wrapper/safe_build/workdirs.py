@@ -11,16 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import filelock
-
 from safe_build.fsutil import remove_tree
-
-
-class _Replaced(Exception):
-    """The lock file was swept away between its creation and our lock on it; take another name."""
+from safe_build.locks import try_own
 
 
 @contextlib.contextmanager
@@ -32,31 +27,26 @@ def private_dir(cache_dir: Path) -> Iterator[Path]:
     while True:
         name = f"{os.getpid()}-{secrets.token_hex(6)}"
         lock_path = root / f"{name}.lock"
-        lock = filelock.FileLock(lock_path, is_singleton=False, on_acquired=_same_file_as(lock_path))
-        try:
-            lock.acquire(blocking=False)
-        except (_Replaced, filelock.Timeout):
-            continue
-        break
+        owner = try_own(lock_path)  # None: a sweep removed the new file before we locked it
+        if owner is not None:
+            break
     work = root / name
     try:
         work.mkdir()
         yield work
     finally:
         remove_tree(work)
-        lock.release()
         with contextlib.suppress(OSError):
             lock_path.unlink()
+        os.close(owner)
 
 
 def sweep(root: Path) -> int:
     """Remove the work directories of owners that no longer run; return how many were removed."""
     removed = 0
     for lock_path in root.glob("*.lock"):
-        lock = filelock.FileLock(lock_path, is_singleton=False)
-        try:
-            lock.acquire(blocking=False)
-        except (filelock.Timeout, OSError):
+        owner = try_own(lock_path)
+        if owner is None:
             continue  # alive, or already swept by someone else
         try:
             work = lock_path.with_suffix("")
@@ -66,17 +56,5 @@ def sweep(root: Path) -> int:
             with contextlib.suppress(OSError):
                 lock_path.unlink()
         finally:
-            lock.release()
+            os.close(owner)
     return removed
-
-
-def _same_file_as(path: Path) -> Callable[[int], None]:
-    def check(fd: int) -> None:
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if not same:
-            raise _Replaced(path)
-
-    return check
