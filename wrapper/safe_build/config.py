@@ -1,49 +1,329 @@
-"""Settings that are not build flags: where safe-build keeps its state, and how long it waits for locks.
+"""safe-build's own settings: isolation mode, what the snapshot takes, lock timeout, cache.
 
-Precedence: command-line flag > environment variable > default.
+Each setting comes from, lowest precedence first: a default, ``[tool.safe-build]`` in the
+project's ``pyproject.toml``, a ``SAFE_BUILD_*`` environment variable (empty counts as unset), a
+command-line flag. The include and exclude lists are the exception on the command line: their
+flags extend the list from the file or the environment, as pip's repeatable options extend its
+configured ones. Every value remembers where it came from, for ``-v`` output.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import difflib
 import math
 import os
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
 
 import platformdirs
 
+from safe_build import project
 from safe_build.errors import SafeBuildError
 
-CACHE_DIR_ENV = "SAFE_BUILD_CACHE_DIR"
-LOCK_TIMEOUT_ENV = "SAFE_BUILD_LOCK_TIMEOUT"
+T = TypeVar("T")
+
+Isolation = Literal["auto", "copy", "sdist", "in-place"]
+ISOLATION_MODES: tuple[Isolation, ...] = ("auto", "copy", "sdist", "in-place")
 DEFAULT_LOCK_TIMEOUT = 3600.0  # generous: a wait this long means something is stuck, not merely busy
+TABLE = "[tool.safe-build]"
+DEFAULT = "default"  # the origin of a value nobody set
+SECONDS_HINT = "give a number of seconds, 0 or more (0 means: do not wait at all)"
 
 
-def cache_dir() -> Path:
-    """Root of safe-build's own state: lock files and private build directories."""
-    configured = os.environ.get(CACHE_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser().absolute()
+class _Invalid(ValueError):
+    """A value a setting cannot take; ``value`` is the offending part, ``hint`` what to give instead."""
+
+    def __init__(self, value: object, hint: str) -> None:
+        super().__init__(hint)
+        self.value = value
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    value: T
+    origin: str  # "default", a flag, an environment variable, or the path of a pyproject.toml
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The snapshot's extra ``include`` and ``exclude`` patterns, matched against project-relative paths.
+
+    Patterns are ``/``-separated and anchored at the project directory: ``*``, ``?`` and ``[…]``
+    match within one path component, a ``**`` component matches any number of them. A path
+    matches if it, or a directory above it, matches: ``docs`` and ``docs/**`` both stand for the
+    whole directory. An include wins over an exclude, so a file can be taken back from an
+    excluded directory.
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def included(self, relative: str) -> bool:
+        """Copy ``relative`` although git ignores it or it lies in an always-excluded directory."""
+        return _matches_any(self.include, relative)
+
+    def excluded(self, relative: str) -> bool:
+        """Leave ``relative`` out, although it would be copied."""
+        return _matches_any(self.exclude, relative) and not self.included(relative)
+
+    def include_roots(self) -> list[str]:
+        """Where included paths can be: the leading components of each include without wildcards.
+
+        ``""`` is the project directory; a root may be a file or may not exist. No root lies
+        below another, so walking each finds every included path once.
+        """
+        roots = set()
+        for pattern in self.include:
+            parts = pattern.split("/")
+            fixed = next((index for index, part in enumerate(parts) if _is_glob(part)), len(parts))
+            roots.add("/".join(parts[:fixed]))
+        return sorted(
+            root for root in roots if not any(_below(root, other) for other in roots if other != root)
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """safe-build's settings for one build, each with its origin."""
+
+    isolation: Setting[Isolation]  # as configured; isolation.choose turns "auto" into a mode
+    include: Setting[tuple[str, ...]]
+    exclude: Setting[tuple[str, ...]]
+    lock_timeout: Setting[float]
+    cache_dir: Setting[Path]
+    no_cache: Setting[bool]
+    refresh: Setting[bool]
+
+    @property
+    def selection(self) -> Selection:
+        return Selection(self.include.value, self.exclude.value)
+
+    def explained(self) -> list[str]:
+        """For ``-v``: each value that is not the default, and where it came from.
+
+        The isolation mode is left to ``isolation.choose``, which also gives the reason for it.
+        """
+        lines = []
+        for field in dataclasses.fields(self):
+            setting = getattr(self, field.name)
+            if field.name != "isolation" and setting.origin != DEFAULT:
+                name = field.name.replace("_", "-")
+                lines.append(f"{name} = {_shown(setting.value)} (from {setting.origin})")
+        return lines
+
+
+@dataclass(frozen=True)
+class _Key(Generic[T]):
+    """One setting: its name in ``[tool.safe-build]`` gives its flag and its environment variable."""
+
+    name: str
+    default: Callable[[], T]
+    from_text: Callable[[str], T]  # a flag's or an environment variable's value
+    from_toml: Callable[[object], T] | None = None  # None: not a [tool.safe-build] key
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def variable(self) -> str:
+        return "SAFE_BUILD_" + self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class _File:
+    """The values set in ``[tool.safe-build]`` of one ``pyproject.toml``, checked and converted."""
+
+    path: Path | None = None
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _isolation(value: object) -> Isolation:
+    if value not in ISOLATION_MODES:
+        raise _Invalid(value, f"use one of: {', '.join(ISOLATION_MODES)}")
+    return value
+
+
+def _seconds(value: object) -> float:
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if math.isnan(number) or number < 0:
+        raise _Invalid(value, SECONDS_HINT)
+    return float(number)
+
+
+def _seconds_text(text: str) -> float:
+    try:
+        return _seconds(float(text))
+    except ValueError:  # not a number, or (an _Invalid) not one of 0 or more: show the text as given
+        raise _Invalid(text, SECONDS_HINT) from None
+
+
+def _patterns(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Invalid(value, "give a list of paths or glob patterns, such as ['src/gen.py', 'docs/**']")
+    return tuple(_pattern(item) for item in value)
+
+
+def _patterns_text(text: str) -> tuple[str, ...]:
+    return _patterns(text.split(os.pathsep))
+
+
+def _pattern(text: str) -> str:
+    """``text`` without ``./`` or a trailing ``/``; refused if it could reach outside the project."""
+    normal = posixpath.normpath(text) if text else ""
+    if normal in ("", ".", "..") or normal.startswith(("/", "../")):
+        raise _Invalid(text, "give a path or glob pattern relative to the project directory, like 'docs/**'")
+    return normal
+
+
+def _directory(text: str) -> Path:
+    if not text:
+        raise _Invalid(text, "give a directory")
+    return Path(text).expanduser().absolute()
+
+
+def _yes_no(text: str) -> bool:
+    answers = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if text.lower() not in answers:
+        raise _Invalid(text, "use 1, true, yes, 0, false or no")
+    return answers[text.lower()]
+
+
+def _user_cache_dir() -> Path:
     return platformdirs.user_cache_path("safe-build", appauthor=False)
 
 
+ISOLATION = _Key[Isolation]("isolation", lambda: "auto", _isolation, _isolation)
+INCLUDE = _Key[tuple[str, ...]]("include", tuple, _patterns_text, _patterns)
+EXCLUDE = _Key[tuple[str, ...]]("exclude", tuple, _patterns_text, _patterns)
+LOCK_TIMEOUT = _Key("lock-timeout", lambda: DEFAULT_LOCK_TIMEOUT, _seconds_text, _seconds)
+CACHE_DIR = _Key("cache-dir", _user_cache_dir, _directory)
+NO_CACHE = _Key("no-cache", lambda: False, _yes_no)
+FILE_KEYS = {key.name: key.from_toml for key in (ISOLATION, INCLUDE, EXCLUDE, LOCK_TIMEOUT) if key.from_toml}
+
+
+def load(
+    args: argparse.Namespace, project_dir: Path | None, pyproject: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings for building ``project_dir`` (None: not a project, such as an sdist) with ``args``.
+
+    ``pyproject`` is the project's parsed ``pyproject.toml`` if the caller has it; else it is read.
+    """
+    file = _read_file(project_dir, pyproject)
+    flags = vars(args)
+    if flags.get("in_place"):  # options.parse has refused a different --isolation
+        isolation = Setting[Isolation]("in-place", "--in-place")
+    else:
+        isolation = _value(ISOLATION, flags.get("isolation"), file)
+    return Settings(
+        isolation=isolation,
+        include=_extended(_value(INCLUDE, None, file), INCLUDE, flags.get("include")),
+        exclude=_extended(_value(EXCLUDE, None, file), EXCLUDE, flags.get("exclude")),
+        lock_timeout=_value(LOCK_TIMEOUT, flags.get("lock_timeout"), file),
+        cache_dir=_value(CACHE_DIR, flags.get("cache_dir"), file),
+        no_cache=_value(NO_CACHE, "yes" if flags.get("no_cache") else None, file),
+        refresh=Setting(True, "--refresh") if flags.get("refresh") else Setting(False, DEFAULT),
+    )
+
+
+def cache_dir(flag: str | None = None) -> Path:
+    """Root of safe-build's own state (locks, cache, private directories): flag, environment or default."""
+    return _value(CACHE_DIR, flag, _File()).value
+
+
 def lock_timeout(flag: str | None) -> float:
-    """Seconds to wait for a busy lock before giving up."""
-    if flag is not None:
-        return parse_seconds(flag, "--lock-timeout")
-    configured = os.environ.get(LOCK_TIMEOUT_ENV)
-    if configured is not None:
-        return parse_seconds(configured, LOCK_TIMEOUT_ENV)
-    return DEFAULT_LOCK_TIMEOUT
+    """Seconds to wait for a busy lock, from flag, environment or default (no project's settings)."""
+    return _value(LOCK_TIMEOUT, flag, _File()).value
 
 
-def parse_seconds(text: str, where: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if math.isnan(value) or value < 0:
+def _read_file(project_dir: Path | None, pyproject: Mapping[str, Any] | None) -> _File:
+    """``[tool.safe-build]`` of the project, all of it checked, even what a flag or variable overrides."""
+    if project_dir is None:
+        return _File()
+    path = project_dir / "pyproject.toml"
+    if pyproject is None:
+        if not path.is_file():
+            return _File()
+        pyproject = project.read_pyproject(path)
+    tool = pyproject.get("tool")
+    table = tool.get("safe-build", {}) if isinstance(tool, dict) else {}
+    if not isinstance(table, dict):
         raise SafeBuildError(
-            f"invalid value {text!r} for {where}",
-            hint="give a number of seconds, 0 or more (0 means: do not wait at all)",
+            f"{TABLE} of {path} is not a table", hint="write it as a [tool.safe-build] section", path=path
         )
-    return value
+    unknown = sorted(set(table) - set(FILE_KEYS))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, FILE_KEYS, n=1)
+        raise SafeBuildError(
+            f"unknown key {key!r} in {TABLE} of {path}",
+            hint=(f"did you mean {close[0]!r}? " if close else "") + f"valid keys: {', '.join(FILE_KEYS)}",
+            path=path,
+        )
+    values = {
+        key: _parsed(FILE_KEYS[key], value, f"{key} in {TABLE} of {path}") for key, value in table.items()
+    }
+    return _File(path, values)
+
+
+def _value(key: _Key[T], flag: str | None, file: _File) -> Setting[T]:
+    """``key``'s value from the flag, else the environment, else the file, else the default."""
+    if flag is not None:
+        return Setting(_parsed(key.from_text, flag, key.flag), key.flag)
+    text = os.environ.get(key.variable)
+    if text:
+        return Setting(_parsed(key.from_text, text, key.variable), key.variable)
+    if key.name in file.values:
+        return Setting(file.values[key.name], str(file.path))
+    return Setting(key.default(), DEFAULT)
+
+
+def _extended(
+    setting: Setting[tuple[str, ...]], key: _Key[tuple[str, ...]], flags: Sequence[str] | None
+) -> Setting[tuple[str, ...]]:
+    """``setting`` with the patterns of the repeatable flag ``key.flag`` added."""
+    if not flags:
+        return setting
+    added = tuple(_parsed(_pattern, flag, key.flag) for flag in flags)
+    origin = key.flag if setting.origin == DEFAULT else f"{setting.origin} and {key.flag}"
+    return Setting(setting.value + added, origin)
+
+
+def _parsed(parse: Callable[[Any], T], raw: object, where: str) -> T:
+    try:
+        return parse(raw)
+    except _Invalid as invalid:
+        raise SafeBuildError(f"invalid value {invalid.value!r} for {where}", hint=invalid.hint) from None
+
+
+def _shown(value: object) -> str:
+    return ", ".join(value) if isinstance(value, tuple) else str(value)
+
+
+def _is_glob(part: str) -> bool:
+    return any(char in part for char in "*?[")
+
+
+def _below(path: str, directory: str) -> bool:
+    return directory == "" or path.startswith(directory + "/")
+
+
+def _matches_any(patterns: Sequence[str], relative: str) -> bool:
+    parts = relative.split("/")
+    return any(_matches(pattern.split("/"), parts) for pattern in patterns)
+
+
+def _matches(pattern: Sequence[str], parts: Sequence[str]) -> bool:
+    """True if ``parts`` begin with components that ``pattern`` matches (the path or a directory above it)."""
+    if not pattern:
+        return True
+    if pattern[0] == "**":
+        return any(_matches(pattern[1:], parts[start:]) for start in range(len(parts) + 1))
+    return bool(parts) and fnmatchcase(parts[0], pattern[0]) and _matches(pattern[1:], parts[1:])

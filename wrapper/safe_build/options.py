@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from build.__main__ import main_parser
 
 import safe_build
+from safe_build.config import ISOLATION_MODES
 from safe_build.errors import SafeBuildError
 
 DESCRIPTION = """\
@@ -41,7 +42,9 @@ FLAG_OPTIONS = {
     "no_isolation": "--no-isolation",
     "skip_dependency_check": "--skip-dependency-check",
 }
-OWN_OPTIONS = frozenset({"in_place", "lock_timeout"})
+OWN_OPTIONS = frozenset(
+    {"isolation", "in_place", "include", "exclude", "lock_timeout", "cache_dir", "no_cache", "refresh"}
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,18 +56,49 @@ def parser() -> argparse.ArgumentParser:
         if "--version" in action.option_strings:
             action.version = f"safe-build {safe_build.__version__} (build {_build_version()})"  # type: ignore[attr-defined]
             action.help = "show safe-build's and build's versions and exit"
-    own = parser.add_argument_group("safe-build options")
+    own = parser.add_argument_group(
+        "safe-build options",
+        "also set by [tool.safe-build] in pyproject.toml and SAFE_BUILD_* variables; "
+        "a flag wins (--include and --exclude add to the configured lists)",
+    )
+    own.add_argument(
+        "--isolation",
+        choices=ISOLATION_MODES,
+        help="how the build is kept apart from the source tree: a private copy, an sdist made from "
+        "the tree (for projects that take their version or files from version control or from "
+        "outside the project), or in the tree itself; default auto: sdist where needed, else copy",
+    )
     own.add_argument(
         "--in-place",
         action="store_true",
-        help="build in the source tree itself instead of a private copy, for projects that cannot "
+        help="same as --isolation in-place: build in the source tree itself, for projects that cannot "
         "be built from a copy; builds of one project then take turns (an exclusive project lock)",
+    )
+    own.add_argument(
+        "--include",
+        action="append",
+        metavar="PATTERN",
+        help="also copy the project-relative paths matching PATTERN into the snapshot, although git "
+        "ignores them (e.g. generated files); repeatable, adds to the configured list",
+    )
+    own.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="leave the project-relative paths matching PATTERN out of the snapshot; "
+        "repeatable, adds to the configured list",
     )
     own.add_argument(
         "--lock-timeout",
         metavar="SECONDS",
-        help="give up waiting for a busy lock after SECONDS (exit code 3); "
-        "default $SAFE_BUILD_LOCK_TIMEOUT or 3600",
+        help="give up waiting for a busy lock after SECONDS (exit code 3); default 3600",
+    )
+    own.add_argument(
+        "--cache-dir", metavar="DIR", help="where safe-build keeps its locks, cache and private directories"
+    )
+    own.add_argument("--no-cache", action="store_true", help="neither use nor fill the build cache")
+    own.add_argument(
+        "--refresh", action="store_true", help="build even if the cache has the artifacts, and replace them"
     )
     return parser
 
@@ -113,6 +147,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv``; refuse here what build would refuse only after the snapshot was taken."""
     command_line = parser()
     args = command_line.parse_args(list(argv))
+    if args.in_place and args.isolation not in (None, "in-place"):
+        command_line.error(f"argument --in-place: not allowed with argument --isolation {args.isolation}")
     _refuse_unknown(args, command_line)
     if getattr(args, "config_json", None) is not None:
         try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from safe_build.errors import SafeBuildError
 
@@ -23,6 +23,7 @@ PROJECT_FILES = ("pyproject.toml", "setup.py")
 class Source:
     kind: Kind
     path: Path  # absolute; for a project, the real path (symlinks resolved)
+    pyproject: dict[str, Any] | None = field(default=None, compare=False)  # a project's, parsed once
 
     @property
     def default_outdir(self) -> Path:
@@ -66,16 +67,15 @@ def resolve(argument: str) -> Source:
             hint="pass the directory that holds one",
             path=root,
         )
-    if "pyproject.toml" in present:
-        check_pyproject(root / "pyproject.toml")
-    return Source("project", root)
+    pyproject = read_pyproject(root / "pyproject.toml") if "pyproject.toml" in present else None
+    return Source("project", root, pyproject)
 
 
-def check_pyproject(pyproject: Path) -> None:
-    """Fail with the file, line and column if ``pyproject.toml`` is not valid TOML."""
+def read_pyproject(pyproject: Path) -> dict[str, Any]:
+    """The parsed ``pyproject.toml``; fail with the file, line and column if it is not valid TOML."""
     try:
         with pyproject.open("rb") as file:
-            tomllib.load(file)
+            return tomllib.load(file)
     except tomllib.TOMLDecodeError as error:
         raise SafeBuildError(
             f"invalid TOML in {pyproject}: {error}", hint="fix the file and build again", path=pyproject

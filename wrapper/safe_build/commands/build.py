@@ -15,7 +15,7 @@ from pathlib import Path
 
 from build.__main__ import main as build_main
 
-from safe_build import config, options, project, publish, runner, snapshot, workdirs
+from safe_build import config, isolation, options, project, publish, runner, snapshot, workdirs
 from safe_build.errors import EXIT_BAD_INPUT, BuildFailed, SafeBuildError
 from safe_build.locks import NamedLock
 
@@ -23,18 +23,26 @@ from safe_build.locks import NamedLock
 def run(argv: Sequence[str]) -> int:
     args = options.parse(argv)
     source = project.resolve(args.srcdir)
-    if args.in_place and source.kind != "project":
-        raise SafeBuildError(f"--in-place needs a project directory, not {args.srcdir}")
-    lock_timeout = config.lock_timeout(args.lock_timeout)
+    settings = config.load(args, source.path if source.kind == "project" else None, source.pyproject)
+    mode: isolation.Mode | None = None  # an sdist or wheel is extracted by build, privately
+    if source.kind == "project":
+        mode, why = isolation.choose(settings.isolation, source.path, source.pyproject)
+        if args.verbosity > 0:
+            for line in [f"Isolation: {mode} ({why})", *settings.explained()]:
+                print(f"* {line}", file=sys.stderr)
+    elif settings.isolation.value == "in-place":
+        where = settings.isolation.origin
+        raise SafeBuildError(f"isolation in-place ({where}) needs a project directory, not {args.srcdir}")
     outdir = Path(args.outdir).absolute() if args.outdir else source.default_outdir
     report = Path(args.report).absolute() if getattr(args, "report", None) else None
     if not args.metadata:
         publish.check_output_dir(outdir)
     if report is not None:
         publish.check_output_dir(report.parent)
-    cache = config.cache_dir()
+    cache = settings.cache_dir.value
+    lock = _project_lock(cache, source, settings.lock_timeout.value)
     with workdirs.private_dir(cache) as work:
-        with _prepared_source(args, source, outdir, work, _project_lock(cache, source, lock_timeout)) as src:
+        with _prepared_source(args, source, outdir, work, lock, in_place=mode == "in-place") as src:
             _run_build(args, src, work, report is not None)
         built = [publish.publish_file(artifact, outdir) for artifact in _artifacts(work / "out")]
         if report is not None:
@@ -56,7 +64,13 @@ def _project_lock(cache: Path, source: project.Source, timeout: float) -> NamedL
 
 @contextlib.contextmanager
 def _prepared_source(
-    args: argparse.Namespace, source: project.Source, outdir: Path, work: Path, lock: NamedLock
+    args: argparse.Namespace,
+    source: project.Source,
+    outdir: Path,
+    work: Path,
+    lock: NamedLock,
+    *,
+    in_place: bool,
 ) -> Iterator[Path]:
     """The path to hand to ``build``, held ready (and locked where needed) for the build's duration.
 
@@ -65,7 +79,7 @@ def _prepared_source(
     """
     if source.kind != "project":
         yield source.path  # an sdist or wheel is only read; build extracts it privately
-    elif args.in_place:
+    elif in_place:
         with lock.hold("exclusive"):
             yield source.path
     else:
