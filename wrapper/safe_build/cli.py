@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
-from safe_build.commands import build
+from safe_build.commands import build, cache
 from safe_build.errors import EXIT_BUILD_FAILED, SafeBuildError, Terminated
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     try:
         with _stop_signals_raise():
-            return build.run(arguments)
+            return _command(arguments)
     except SafeBuildError as error:
         return _fail(str(error), error.exit_code)
     except OSError as error:  # the system refused something mid-way (disk full, permissions changed)
@@ -32,6 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"stopped by {signal.Signals(stop.signum).name}", 128 + stop.signum)
     except SystemExit as done:  # argparse: --help, --version and usage errors (exit code 2)
         return done.code if isinstance(done.code, int) else (0 if done.code is None else EXIT_BUILD_FAILED)
+
+
+def _command(arguments: list[str]) -> int:
+    """``safe-build cache …`` is the cache command; anything else is a build (of ``./cache`` too)."""
+    if arguments[:1] == ["cache"]:
+        return cache.run(arguments[1:])
+    return build.run(arguments)
 
 
 def entrypoint() -> None:

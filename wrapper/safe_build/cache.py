@@ -1,0 +1,383 @@
+"""The wheel cache: built artifacts kept under a key, so that a build with the same inputs is found again.
+
+Layout under the cache root::
+
+    wheels/<key[:2]>/<key>/            an entry: its artifacts, and entry.json written last
+    wheels/.work/<key>-<pid>-<hex>/    an entry being stored
+    wheels/.trash/<key>-<pid>-<hex>/   an entry being removed
+    locks/cache.lock                   shared by every use of entries, exclusive for clean and prune
+    locks/keys/<key>.lock              single flight: one build of a key at a time
+
+An entry appears by one ``rename`` of a complete directory and disappears by one ``rename`` into the
+trash, so nobody sees half of one. Every use of entries holds the cache lock shared, so clean and prune,
+which hold it exclusive, never pull an entry from under a build; and when they hold it, nothing in
+``.work``, ``.trash`` or ``locks/keys`` can belong to a live process. A store runs under its key's
+lock, so any other work directory of that key belongs to a dead writer: the key lock owns the work
+directories, with no pid to trust (pids are reused) and no lock file of their own. A forked build child
+shares both locks' open files, so an orphaned build keeps them until it ends.
+
+flock favours readers: clean and prune get in only at a moment when no build uses the cache, so on a
+machine whose builds overlap without a break they wait until the lock timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TypeVar
+
+from packaging.utils import canonicalize_name
+
+from safe_build import publish, workdirs
+from safe_build.fsutil import fsync_dir, remove_tree
+from safe_build.locks import NamedLock
+
+ENTRY_FILE = "entry.json"
+FORMAT = 1  # of entry.json; an entry in another format is treated as damaged and rebuilt
+WORK = ".work"
+TRASH = ".trash"
+_KEY = re.compile(r"[0-9a-f]{16,128}")
+_CHUNK = 1 << 20
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A complete entry as recorded in its entry.json, with where it is, its size and its last use."""
+
+    key: str
+    project: str
+    version: str
+    artifacts: tuple[Artifact, ...]
+    built_at: float
+    inputs: Mapping[str, object]
+    path: Path
+    size: int  # bytes on disk, entry.json included
+    last_used: float
+
+    @property
+    def files(self) -> list[Path]:
+        """The artifacts' paths, in the order they were stored (sdists first, as build lists them)."""
+        return [self.path / artifact.name for artifact in self.artifacts]
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What clean or prune removed."""
+
+    entries: tuple[Entry, ...] = ()
+    damaged: int = 0  # entries whose entry.json could not be read
+    leftovers: int = 0  # work, trash and private directories of processes that died
+
+    @property
+    def freed(self) -> int:
+        return sum(entry.size for entry in self.entries)
+
+
+class Cache:
+    """The cache at ``root``; waits for its locks at most ``lock_timeout`` seconds."""
+
+    def __init__(self, root: Path, *, lock_timeout: float) -> None:
+        self.root = root
+        self.lock_timeout = lock_timeout
+        self.wheels = root / "wheels"
+        self.locks_dir = root / "locks"
+        self.private_dirs = root / "tmp"  # where workdirs.private_dir makes them
+        self._lock = NamedLock(
+            self.locks_dir / "cache.lock", what="cache", subject=root, timeout=lock_timeout
+        )
+        self._using = 0
+        self._flights: set[str] = set()
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        """Hold the cache shared: entries can be looked up, stored and read; clean and prune wait."""
+        with self._lock.hold("shared"):
+            self._using += 1
+            try:
+                yield
+            finally:
+                self._using -= 1
+
+    @contextlib.contextmanager
+    def single_flight(self, key: str, subject: Path | str) -> Iterator[None]:
+        """Hold ``key`` exclusively, so one process builds it while the others wait for its entry.
+
+        Taken inside ``using()`` (lock order: cache, key, project, environment): that is what lets
+        clean and prune delete key lock files, since nobody can hold one while they run.
+        """
+        _check_key(key)
+        if not self._using:
+            raise RuntimeError("Cache.single_flight() must be called inside Cache.using()")
+        lock = NamedLock(
+            self.locks_dir / "keys" / f"{key}.lock", what="build", subject=subject, timeout=self.lock_timeout
+        )
+        with lock.hold("exclusive"):
+            self._flights.add(key)
+            try:
+                yield
+            finally:
+                self._flights.discard(key)
+
+    def lookup(self, key: str) -> Entry | None:
+        """The entry of ``key``, its artifacts verified; None if there is none or it was damaged.
+
+        A damaged entry (unreadable entry.json, an artifact missing or not matching its size and
+        sha256) is removed, so that the caller rebuilds it.
+        """
+        self._require_flight(key)
+        path = self._entry_dir(key)
+        if not path.is_dir():
+            return None
+        entry = _verified(path)
+        if entry is None:
+            self._remove(path)
+            return None
+        now = time.time()
+        with contextlib.suppress(PermissionError):  # last use is for pruning only: not worth failing over
+            os.utime(path / ENTRY_FILE, (now, now))
+            entry = dataclasses.replace(entry, last_used=now)
+        return entry
+
+    def store(
+        self, key: str, artifacts: Sequence[Path], *, project: str, version: str, inputs: Mapping[str, object]
+    ) -> Entry:
+        """Copy ``artifacts`` into the entry of ``key`` and return it; ``inputs`` (JSON) is for display.
+
+        The entry is assembled in a work directory, every file synced, entry.json last, and renamed
+        into place in one step. An entry already there (only possible if someone bypassed the key
+        lock) is kept if it is intact.
+        """
+        self._require_flight(key)
+        names = [path.name for path in artifacts]
+        if not names or len(set(names)) != len(names) or ENTRY_FILE in names:
+            raise ValueError(f"artifacts need unique names, none of them {ENTRY_FILE}: {names}")
+        work_root = self.wheels / WORK
+        work_root.mkdir(parents=True, exist_ok=True)
+        for dead in work_root.glob(f"{key}-*"):  # we hold the key: these writers are gone
+            remove_tree(dead)
+        work = work_root / f"{key}-{os.getpid()}-{secrets.token_hex(4)}"
+        work.mkdir()
+        try:
+            stored = [_digest(publish.publish_file(path, work)) for path in artifacts]
+            record = {
+                "format": FORMAT,
+                "key": key,
+                "project": project,
+                "version": version,
+                "artifacts": [dataclasses.asdict(artifact) for artifact in stored],
+                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "inputs": dict(inputs),
+            }
+            publish.write_text_atomically(work / ENTRY_FILE, json.dumps(record, indent=2) + "\n")
+            return self._move_into_place(work, key)
+        finally:
+            if work.exists():
+                remove_tree(work)
+
+    def entries(self) -> list[Entry]:
+        """Every readable entry, unverified. Needs no lock: entries appear and vanish by rename."""
+        return self._scan()[0]
+
+    def clean(self, project: str | None = None) -> Removal:
+        """Remove every entry, or those of ``project`` (compared as normalized names), and leftovers."""
+        if not self.root.is_dir():
+            return Removal()
+        with self._lock.hold("exclusive"):
+            entries, damaged = self._scan()
+            if project is not None:
+                wanted = canonicalize_name(project)
+                entries = [entry for entry in entries if canonicalize_name(entry.project) == wanted]
+                damaged = []
+            return self._remove_all(entries, damaged)
+
+    def prune(self, *, older_than: float | None = None, max_size: int | None = None) -> Removal:
+        """Remove entries unused for more than ``older_than`` seconds, then least recently used ones
+        until the entries take at most ``max_size`` bytes; also damaged entries and leftovers."""
+        if not self.root.is_dir():
+            return Removal()
+        with self._lock.hold("exclusive"):
+            entries, damaged = self._scan()
+            newest_first = sorted(entries, key=lambda entry: entry.last_used, reverse=True)
+            if older_than is not None:
+                cutoff = time.time() - older_than
+                newest_first = [entry for entry in newest_first if entry.last_used >= cutoff]
+            if max_size is not None:
+                total = 0
+                for index, entry in enumerate(newest_first):
+                    total += entry.size
+                    if total > max_size:
+                        newest_first = newest_first[:index]
+                        break
+            kept = {entry.key for entry in newest_first}
+            return self._remove_all([entry for entry in entries if entry.key not in kept], damaged)
+
+    def _entry_dir(self, key: str) -> Path:
+        return self.wheels / key[:2] / key
+
+    def _require_flight(self, key: str) -> None:
+        if key not in self._flights:
+            raise RuntimeError(f"Cache.single_flight({key!r}) must be held to look up or store it")
+
+    def _move_into_place(self, work: Path, key: str) -> Entry:
+        final = self._entry_dir(key)
+        final.parent.mkdir(exist_ok=True)
+        while True:
+            try:
+                os.rename(work, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                existing = self.lookup(key)  # removes the one there if it is damaged: then retry
+                if existing is not None:
+                    return existing
+            else:
+                fsync_dir(final.parent)
+                return _read_entry(final)
+
+    def _scan(self) -> tuple[list[Entry], list[Path]]:
+        """Readable entries, and the directories in entry places that hold none."""
+        entries, damaged = [], []
+        for path in _entry_dirs(self.wheels):
+            try:
+                entries.append(_read_entry(path))
+            except FileNotFoundError:
+                if path.is_dir():  # else: removed while we looked
+                    damaged.append(path)
+            except (OSError, ValueError, KeyError, TypeError):
+                damaged.append(path)
+        return entries, damaged
+
+    def _remove_all(self, entries: Sequence[Entry], damaged: Sequence[Path]) -> Removal:
+        """Remove ``entries`` (least recently used first) and ``damaged``, then what dead processes left.
+
+        Runs under the exclusive cache lock: no work or trash directory, no key lock is in use.
+        """
+        for entry in sorted(entries, key=lambda entry: entry.last_used):
+            self._remove(entry.path)
+        for path in damaged:
+            self._remove(path)
+        leftovers = workdirs.sweep(self.private_dirs)
+        for hidden in (self.wheels / WORK, self.wheels / TRASH):
+            for path in _children(hidden):
+                remove_tree(path)
+                leftovers += 1
+        if (self.locks_dir / "keys").exists():
+            remove_tree(self.locks_dir / "keys")
+        return Removal(tuple(entries), len(damaged), leftovers)
+
+    def _remove(self, path: Path) -> None:
+        """Move ``path`` into the trash with one rename, so nobody sees it half removed, then delete it."""
+        trash = self.wheels / TRASH
+        trash.mkdir(exist_ok=True)
+        doomed = trash / f"{path.name}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return
+        except PermissionError:  # moving a directory rewrites its "..": it must be writable
+            os.chmod(path, stat.S_IMODE(path.lstat().st_mode) | stat.S_IWUSR)
+            os.rename(path, doomed)
+        remove_tree(doomed)
+
+
+def _check_key(key: str) -> None:
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"a cache key is 16 to 128 lowercase hex digits, not {key!r}")
+
+
+def _entry_dirs(wheels: Path) -> Iterator[Path]:
+    for shard in _children(wheels):
+        if not shard.name.startswith("."):
+            yield from _children(shard)
+
+
+def _children(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _read_entry(path: Path) -> Entry:
+    """The entry in directory ``path``; ValueError (or KeyError, TypeError, OSError) if damaged."""
+    record = path / ENTRY_FILE
+    data = _typed(json.loads(record.read_text(encoding="utf-8")), dict)
+    key = path.name
+    if data["format"] != FORMAT or data["key"] != key or path.parent.name != key[:2]:
+        raise ValueError(f"{record} is not an entry of this format, or not in its place")
+    return Entry(
+        key=key,
+        project=_typed(data["project"], str),
+        version=_typed(data["version"], str),
+        artifacts=tuple(map(_artifact, _typed(data["artifacts"], list))),
+        built_at=datetime.fromisoformat(_typed(data["built_at"], str)).timestamp(),
+        inputs=_typed(data["inputs"], dict),
+        path=path,
+        size=_tree_size(path),
+        last_used=record.stat().st_mtime,
+    )
+
+
+def _artifact(item: object) -> Artifact:
+    fields = _typed(item, dict)
+    name = _typed(fields["name"], str)
+    if Path(name).name != name or name in ("", ".", "..", ENTRY_FILE):
+        raise ValueError(f"{name!r} is not the name of a file in the entry")
+    return Artifact(name, _typed(fields["size"], int), _typed(fields["sha256"], str))
+
+
+def _verified(path: Path) -> Entry | None:
+    """The entry in ``path`` if entry.json is readable and every artifact matches its size and sha256."""
+    try:
+        entry = _read_entry(path)
+        intact = all(
+            _digest(file) == artifact for file, artifact in zip(entry.files, entry.artifacts, strict=True)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return entry if intact else None
+
+
+def _typed(value: object, kind: type[T]) -> T:
+    if not isinstance(value, kind):
+        raise TypeError(f"expected {kind.__name__}, found {value!r}")
+    return value
+
+
+def _digest(path: Path) -> Artifact:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as data:
+        while chunk := data.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return Artifact(path.name, size, digest.hexdigest())
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
