@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from safe_build import snapshot
+from safe_build.config import Selection
 
 
 def write(path: Path, text: str = "x\n") -> Path:
@@ -125,6 +126,33 @@ def test_output_dir_inside_the_project_is_left_out(tree: Path, tmp_path: Path) -
     write(tree / "wheels/p-1-py3-none-any.whl")
     snapshot.take(tree, tmp_path / "copy", exclude=["wheels"])
     assert not (tmp_path / "copy/wheels").exists()
+
+
+def test_output_dir_inside_a_repository_is_left_out_with_its_contents(tree: Path, tmp_path: Path) -> None:
+    git(tree, "init", "-q")
+    write(tree / "wheels/p-1-py3-none-any.whl")  # untracked, not ignored: git lists it
+    snapshot.take(tree, tmp_path / "copy", exclude=["wheels"])
+    assert not (tmp_path / "copy/wheels").exists()
+
+
+@pytest.mark.parametrize("use_git", [False, True], ids=["walk", "git"])
+def test_include_and_exclude_patterns_shape_the_copy(tree: Path, tmp_path: Path, use_git: bool) -> None:
+    write(tree / ".gitignore", "src/p/_generated.py\n")
+    write(tree / "src/p/_generated.py")  # ignored by git, yet needed
+    write(tree / "docs/index.md")
+    write(tree / "docs/keep.txt")
+    write(tree / "src/p/debug.log")
+    write(tree / "wheels/p-1-py3-none-any.whl")
+    if use_git:
+        git(tree, "init", "-q")
+    selection = Selection(
+        include=("src/p/_generated.py", "docs/keep.txt", "node_modules/a/*.js", "wheels/*"),
+        exclude=("docs", "**/*.log"),
+    )
+    copy = snapshot.take(tree, tmp_path / "copy", exclude=["wheels"], selection=selection)
+    assert copy.listed_by == ("git" if use_git else "walk")
+    included = {"src/p/_generated.py", "docs/keep.txt", "node_modules/a/index.js", ".gitignore"}
+    assert listing(tmp_path / "copy") == EXPECTED_WALK | included
 
 
 def test_links_inside_stay_links_outside_become_copies(tree: Path, tmp_path: Path) -> None:

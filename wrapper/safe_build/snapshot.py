@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from safe_build.config import Selection
 
 EXCLUDED_ANYWHERE = frozenset({".git", ".hg", ".svn", ".tox", ".nox", ".venv", "node_modules", "__pycache__"})
 EXCLUDED_AT_ROOT = frozenset(
@@ -37,11 +39,19 @@ class Snapshot:
 
 
 def excluded(relative: str, extra: frozenset[str] = frozenset()) -> bool:
-    """True if the project-relative path ``relative`` (``/``-separated) is never copied."""
-    if relative in extra:
-        return True
+    """True if the project-relative path ``relative`` (``/``-separated) is never copied.
+
+    ``extra`` holds paths left out with everything below them (an output directory in the tree).
+    """
     parts = relative.split("/")
+    if _below_any(relative, extra):
+        return True
     return any(_excluded_name(part, at_root=index == 0) for index, part in enumerate(parts))
+
+
+def _below_any(relative: str, paths: frozenset[str]) -> bool:
+    """True if ``relative`` is one of ``paths`` or lies below one of them."""
+    return any(relative == path or relative.startswith(path + "/") for path in paths)
 
 
 def _excluded_name(name: str, *, at_root: bool) -> bool:
@@ -50,13 +60,15 @@ def _excluded_name(name: str, *, at_root: bool) -> bool:
     )
 
 
-def take(project: Path, destination: Path, *, exclude: Iterable[str] = ()) -> Snapshot:
+def take(
+    project: Path, destination: Path, *, exclude: Iterable[str] = (), selection: Selection | None = None
+) -> Snapshot:
     """Copy ``project`` (a real, absolute path) to ``destination``, which must not exist yet.
 
-    ``exclude`` names extra project-relative paths to leave out, such as an output directory
-    inside the project.
+    ``exclude`` names project-relative paths to leave out with everything below them, whatever
+    ``selection`` (the user's include and exclude patterns) says: an output directory in the tree.
     """
-    entries, listed_by = listing(project, exclude=exclude)
+    entries, listed_by = listing(project, exclude=exclude, selection=selection)
     snapshot = Snapshot(destination, listed_by=listed_by)
     destination.mkdir(parents=True)
     for directory in sorted({os.path.dirname(entry) for entry in entries} - {""}):
@@ -67,17 +79,47 @@ def take(project: Path, destination: Path, *, exclude: Iterable[str] = ()) -> Sn
     return snapshot
 
 
-def listing(project: Path, *, exclude: Iterable[str] = ()) -> tuple[list[str], str]:
+def listing(
+    project: Path, *, exclude: Iterable[str] = (), selection: Selection | None = None
+) -> tuple[list[str], str]:
     """The project-relative paths a snapshot of ``project`` copies, and what listed them: git or a walk.
 
     Files below a listed directory (a submodule, in a git listing) are not listed; they are copied
     all the same.
     """
     extra = frozenset(exclude)
+    chosen = selection if selection is not None and (selection.include or selection.exclude) else None
     entries = _git_listing(project, extra)
+    listed_by = "git"
     if entries is None:
-        return list(_walk(str(project), extra)), "walk"
-    return entries, "git"
+        skip = (
+            (lambda relative: relative in extra or chosen.excluded(relative))
+            if chosen
+            else extra.__contains__
+        )
+        entries, listed_by = list(_walk(str(project), skip)), "walk"
+    if chosen is None:
+        return entries, listed_by
+    kept = {entry for entry in entries if not chosen.excluded(entry)}
+    kept.update(entry for entry in _included(project, chosen) if not _below_any(entry, extra))
+    return sorted(kept), listed_by
+
+
+def _included(project: Path, selection: Selection) -> Iterator[str]:
+    """Files and links the include patterns name, wherever they are (ignored or in excluded dirs).
+
+    Each include root is walked on its own, without git; below it only the names that are never
+    copied anywhere are skipped (a pattern that wants one names it in its fixed part).
+    """
+    for root in selection.include_roots():
+        top = os.path.join(project, root) if root else str(project)
+        if os.path.isdir(top) and not os.path.islink(top):
+            base = root + "/" if root else ""
+            for inner in _walk(top, lambda relative: False, root_exclusions=not root):
+                if selection.included(base + inner) and not os.path.isdir(os.path.join(top, inner)):
+                    yield base + inner
+        elif os.path.lexists(top) and selection.included(root):
+            yield root
 
 
 def _git_listing(project: Path, extra: frozenset[str]) -> list[str] | None:
@@ -108,11 +150,13 @@ def _maybe_in_git_work_tree(project: Path) -> bool:
     return any(os.path.lexists(os.path.join(directory, ".git")) for directory in (project, *project.parents))
 
 
-def _walk(top: str, extra: frozenset[str]) -> Iterator[str]:
-    """Project-relative paths of files, links and directories below ``top``, pruning excluded ones.
+def _walk(top: str, skip: Callable[[str], bool], *, root_exclusions: bool = True) -> Iterator[str]:
+    """Paths relative to ``top`` of files, links and directories below it, pruning excluded ones.
 
-    Links to directories are listed, not followed: the copier decides what they become. Each
-    directory is read once with ``scandir``, whose entry types need no further system call.
+    ``skip`` prunes further paths; ``root_exclusions``: ``top`` is a project, whose ``build`` and
+    ``dist`` hold build output. Links to directories are listed, not followed: the copier decides
+    what they become. Each directory is read once with ``scandir``, whose entry types need no
+    further system call.
     """
     pending = [("", top)]
     while pending:
@@ -120,7 +164,7 @@ def _walk(top: str, extra: frozenset[str]) -> Iterator[str]:
         with os.scandir(directory) as listing:
             for entry in listing:
                 relative = base + entry.name
-                if _excluded_name(entry.name, at_root=not base) or relative in extra:
+                if _excluded_name(entry.name, at_root=root_exclusions and not base) or skip(relative):
                     continue
                 yield relative
                 if entry.is_dir(follow_symlinks=False):
@@ -163,7 +207,7 @@ class _Copier:
             self.snapshot.skipped.append(relative)
 
     def _copy_dir(self, src: str, dst: str, relative: str) -> None:
-        for inner in _walk(src, frozenset()):
+        for inner in _walk(src, lambda relative: False):
             self._copy(f"{src}/{inner}", f"{dst}/{inner}", f"{relative}/{inner}", False)
 
     def _copy_file(self, src: str, dst: str, info: os.stat_result) -> None:

@@ -42,7 +42,10 @@ def run(argv: Sequence[str]) -> int:
     cache = settings.cache_dir.value
     lock = _project_lock(cache, source, settings.lock_timeout.value)
     with workdirs.private_dir(cache) as work:
-        with _prepared_source(args, source, outdir, work, lock, in_place=mode == "in-place") as src:
+        prepared = _prepared_source(
+            args, source, outdir, work, lock, in_place=mode == "in-place", selection=settings.selection
+        )
+        with prepared as src:
             _run_build(args, src, work, report is not None)
         built = [publish.publish_file(artifact, outdir) for artifact in _artifacts(work / "out")]
         if report is not None:
@@ -71,6 +74,7 @@ def _prepared_source(
     lock: NamedLock,
     *,
     in_place: bool,
+    selection: config.Selection,
 ) -> Iterator[Path]:
     """The path to hand to ``build``, held ready (and locked where needed) for the build's duration.
 
@@ -86,7 +90,10 @@ def _prepared_source(
         started = time.monotonic()
         with lock.hold("shared"):
             copy = snapshot.take(
-                source.path, work / "src" / source.path.name, exclude=_inside(outdir, source.path)
+                source.path,
+                work / "src" / source.path.name,
+                exclude=_inside(outdir, source.path),
+                selection=selection,
             )
         if args.verbosity > 0:
             print(
