@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-BUILD_REQUIREMENTS = ["setuptools>=69", "wheel", "hatchling", "flit-core>=3.9"]
+BUILD_REQUIREMENTS = [
+    "setuptools>=69",
+    "wheel",
+    "hatchling",
+    "flit-core>=3.9",
+    "setuptools-scm>=8",  # the version-from-git projects of tests/vcs_projects.py
+    "hatch-vcs",
+]
 
 # name -> files of a small project using that backend
 PROJECTS: dict[str, dict[str, str]] = {
@@ -146,14 +153,22 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def env(wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment for safe-build and plain build processes: offline pip, a private cache."""
+def env(
+    wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    """The environment for safe-build and plain build processes: offline pip, a private cache.
+
+    Tests marked ``uncached`` are about builds that run at once: the wheel cache would turn all
+    but one of them into cache hits.
+    """
     values = {
         "PIP_NO_INDEX": "1",
         "PIP_FIND_LINKS": str(wheelhouse),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "SAFE_BUILD_CACHE_DIR": str(tmp_path / "safe-build-cache"),
     }
+    if request.node.get_closest_marker("uncached"):
+        values["SAFE_BUILD_NO_CACHE"] = "1"
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return {**os.environ, **values}

@@ -22,6 +22,8 @@ from tests.conftest import (
     wheel_problems,
 )
 
+pytestmark = pytest.mark.uncached
+
 BUILDS = 10
 ROUNDS = 3
 

@@ -25,6 +25,8 @@ import pytest
 
 from tests.conftest import members, run, safe_build_command, wheel_problems
 
+pytestmark = pytest.mark.uncached
+
 POLL_SECONDS = 0.02
 START_TIMEOUT = 60.0  # for a safe-build process to get its backend going, even on a loaded machine
 HAVE_PROC = Path("/proc/self/stat").exists()

@@ -158,6 +158,13 @@ class Cache:
             entry = dataclasses.replace(entry, last_used=now)
         return entry
 
+    def discard(self, key: str) -> None:
+        """Remove the entry of ``key``, if there is one, so that it is built afresh (``--refresh``)."""
+        self._require_flight(key)
+        path = self._entry_dir(key)
+        if path.is_dir():
+            self._remove(path)
+
     def store(
         self, key: str, artifacts: Sequence[Path], *, project: str, version: str, inputs: Mapping[str, object]
     ) -> Entry:

@@ -31,6 +31,7 @@ T = TypeVar("T")
 Isolation = Literal["auto", "copy", "sdist", "in-place"]
 ISOLATION_MODES: tuple[Isolation, ...] = ("auto", "copy", "sdist", "in-place")
 DEFAULT_LOCK_TIMEOUT = 3600.0  # generous: a wait this long means something is stuck, not merely busy
+DEFAULT_ENV_MAX_AGE_DAYS = 7  # unpinned build requirements are resolved again at least this often
 TABLE = "[tool.safe-build]"
 DEFAULT = "default"  # the origin of a value nobody set
 SECONDS_HINT = "give a number of seconds, 0 or more (0 means: do not wait at all)"
@@ -100,6 +101,8 @@ class Settings:
     cache_dir: Setting[Path]
     no_cache: Setting[bool]
     refresh: Setting[bool]
+    fresh_env: Setting[bool]  # a new isolated environment per build, as python -m build makes
+    env_max_age: Setting[float]  # seconds after which a reused build environment is made again
 
     @property
     def selection(self) -> Selection:
@@ -196,6 +199,20 @@ def _yes_no(text: str) -> bool:
     return answers[text.lower()]
 
 
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(value, "use true or false")
+    return value
+
+
+def _days(value: object) -> float:
+    return _seconds(value) * 86400
+
+
+def _days_text(text: str) -> float:
+    return _seconds_text(text) * 86400
+
+
 def _user_cache_dir() -> Path:
     return platformdirs.user_cache_path("safe-build", appauthor=False)
 
@@ -206,7 +223,13 @@ EXCLUDE = _Key[tuple[str, ...]]("exclude", tuple, _patterns_text, _patterns)
 LOCK_TIMEOUT = _Key("lock-timeout", lambda: DEFAULT_LOCK_TIMEOUT, _seconds_text, _seconds)
 CACHE_DIR = _Key("cache-dir", _user_cache_dir, _directory)
 NO_CACHE = _Key("no-cache", lambda: False, _yes_no)
-FILE_KEYS = {key.name: key.from_toml for key in (ISOLATION, INCLUDE, EXCLUDE, LOCK_TIMEOUT) if key.from_toml}
+FRESH_ENV = _Key("fresh-env", lambda: False, _yes_no, _bool)
+ENV_MAX_AGE = _Key("env-max-age", lambda: DEFAULT_ENV_MAX_AGE_DAYS * 86400.0, _days_text, _days)
+FILE_KEYS = {
+    key.name: key.from_toml
+    for key in (ISOLATION, INCLUDE, EXCLUDE, LOCK_TIMEOUT, FRESH_ENV, ENV_MAX_AGE)
+    if key.from_toml
+}
 
 
 def load(
@@ -230,6 +253,8 @@ def load(
         cache_dir=_value(CACHE_DIR, flags.get("cache_dir"), file),
         no_cache=_value(NO_CACHE, "yes" if flags.get("no_cache") else None, file),
         refresh=Setting(True, "--refresh") if flags.get("refresh") else Setting(False, DEFAULT),
+        fresh_env=_value(FRESH_ENV, "yes" if flags.get("fresh_env") else None, file),
+        env_max_age=_value(ENV_MAX_AGE, None, file),
     )
 
 

@@ -27,12 +27,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 from safe_build.errors import LockTimeout
 from safe_build.processes import pid_alive
 
 Mode = Literal["shared", "exclusive"]
+
+# Where waiting messages go; None: stderr. A build child whose stderr is captured points it at
+# the user's terminal, so that waiting stays visible.
+notices: TextIO | None = None
 
 GRACE_SECONDS = 1.0  # a wait shorter than this is not worth a message
 UPDATE_EVERY_SECONDS = 30.0
@@ -130,7 +134,7 @@ class NamedLock:
                 print(
                     f"safe-build: {prefix} for the {self.what} lock on {self.subject} "
                     f"({self.describe_holders()}{waited})",
-                    file=sys.stderr,
+                    file=notices or sys.stderr,
                     flush=True,
                 )
                 announced = True

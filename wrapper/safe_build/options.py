@@ -43,7 +43,17 @@ FLAG_OPTIONS = {
     "skip_dependency_check": "--skip-dependency-check",
 }
 OWN_OPTIONS = frozenset(
-    {"isolation", "in_place", "include", "exclude", "lock_timeout", "cache_dir", "no_cache", "refresh"}
+    {
+        "isolation",
+        "in_place",
+        "include",
+        "exclude",
+        "lock_timeout",
+        "cache_dir",
+        "no_cache",
+        "refresh",
+        "fresh_env",
+    }
 )
 
 
@@ -98,7 +108,16 @@ def parser() -> argparse.ArgumentParser:
     )
     own.add_argument("--no-cache", action="store_true", help="neither use nor fill the build cache")
     own.add_argument(
-        "--refresh", action="store_true", help="build even if the cache has the artifacts, and replace them"
+        "--refresh",
+        action="store_true",
+        help="build even if the cache has the artifacts, and replace them; also make the build "
+        "environment again",
+    )
+    own.add_argument(
+        "--fresh-env",
+        action="store_true",
+        help="install the build requirements into a new environment for this build, as python -m build "
+        "does, instead of reusing a cached one",
     )
     return parser
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from safe_build import locks
+
 STOP_GRACE_SECONDS = 5.0
 CHILD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -117,6 +119,8 @@ def _child(
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         if out is not None and err is not None:
+            # waiting for a lock is news for the user, not build output to hold back until a failure
+            locks.notices = open(os.dup(2), "w", encoding="utf-8", errors="replace")  # noqa: SIM115
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
         # Python-level streams may be replaced (by a test harness, say): point them at fds 1 and 2

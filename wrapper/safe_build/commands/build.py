@@ -4,27 +4,56 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from build.__main__ import main as build_main
+from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
-from safe_build import config, isolation, options, project, publish, runner, snapshot, workdirs
-from safe_build.errors import EXIT_BAD_INPUT, BuildFailed, SafeBuildError
+from safe_build import (
+    buildenvs,
+    cache,
+    cachekey,
+    config,
+    envbuild,
+    isolation,
+    options,
+    project,
+    publish,
+    runner,
+    snapshot,
+    workdirs,
+)
+from safe_build.errors import EXIT_BAD_INPUT, EXIT_LOCK_TIMEOUT, BuildFailed, LockTimeout, SafeBuildError
 from safe_build.locks import NamedLock
+from safe_build.projectlock import project_lock
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One build as the user asked for it, and the private directory it runs in."""
+
+    args: argparse.Namespace
+    source: project.Source
+    settings: config.Settings
+    mode: isolation.Mode | None  # None for an sdist or wheel source, which build extracts privately
+    outdir: Path
+    report: Path | None
+    work: Path
+    lock: NamedLock
 
 
 def run(argv: Sequence[str]) -> int:
     args = options.parse(argv)
     source = project.resolve(args.srcdir)
     settings = config.load(args, source.path if source.kind == "project" else None, source.pyproject)
-    mode: isolation.Mode | None = None  # an sdist or wheel is extracted by build, privately
+    mode: isolation.Mode | None = None
     if source.kind == "project":
         mode, why = isolation.choose(settings.isolation, source.path, source.pyproject)
         if args.verbosity > 0:
@@ -39,29 +68,127 @@ def run(argv: Sequence[str]) -> int:
         publish.check_output_dir(outdir)
     if report is not None:
         publish.check_output_dir(report.parent)
-    cache = settings.cache_dir.value
-    lock = _project_lock(cache, source, settings.lock_timeout.value)
-    with workdirs.private_dir(cache) as work:
-        prepared = _prepared_source(
-            args, source, outdir, work, lock, in_place=mode == "in-place", selection=settings.selection
-        )
-        with prepared as src:
-            _run_build(args, src, work, report is not None)
-        built = [publish.publish_file(artifact, outdir) for artifact in _artifacts(work / "out")]
-        if report is not None:
-            _publish_report(work / "report.json", report, outdir)
+    root = settings.cache_dir.value
+    lock = project_lock(root, source.path, settings.lock_timeout.value)
+    with workdirs.private_dir(root) as work:
+        request = _Request(args, source, settings, mode, outdir, report, work, lock)
+        built = _through_cache(request) if _cacheable(request) else _build_and_publish(request)
     if args.verbosity >= -1 and built:
         print(f"Successfully built {_natural_list([path.name for path in built])}")
     return 0
 
 
-def _project_lock(cache: Path, source: project.Source, timeout: float) -> NamedLock:
-    digest = hashlib.sha256(os.fsencode(source.path)).hexdigest()[:16]
-    return NamedLock(
-        cache / "locks" / f"project-{source.path.name}-{digest}.lock",
-        what="project",
-        subject=source.path,
-        timeout=timeout,
+def _cacheable(request: _Request) -> bool:
+    """Whether the wheel cache may serve this build.
+
+    Not with --no-cache; not for --metadata or --report, whose output is build's own rather than
+    artifacts; not for an sdist or wheel given as the source; not in place, where the tree's
+    leftover build state, which the key leaves out, takes part in the build.
+    """
+    args = request.args
+    return not (
+        request.settings.no_cache.value
+        or args.metadata
+        or request.report is not None
+        or request.mode in (None, "in-place")
+    )
+
+
+def _through_cache(request: _Request) -> list[Path]:
+    """Publish the cached artifacts of this build's key, building them first if nobody has.
+
+    Identical builds that run at once take turns on the key's lock: the first builds and
+    stores, the others find its entry.
+    """
+    settings, source = request.settings, request.source
+    store = cache.Cache(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
+    with store.using():
+        key = cachekey.compute(
+            source.path,
+            _key_inputs(request),
+            exclude=_inside(request.outdir, source.path),
+            selection=settings.selection,
+            no_isolation=request.args.no_isolation,
+            memo=cachekey.memo_path(settings.cache_dir.value, source.path),
+        )
+        with store.single_flight(key.digest, source.path):
+            entry = None
+            if settings.refresh.value:
+                store.discard(key.digest)
+            else:
+                entry = store.lookup(key.digest)
+            if entry is None:
+                artifacts = _build(request)
+                name, version = _name_and_version(artifacts[0])
+                entry = store.store(
+                    key.digest, artifacts, project=name, version=version, inputs=key.describe()
+                )
+            elif request.args.verbosity > 0:
+                built_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.built_at))
+                print(f"* Reusing cache entry {key.digest[:12]}, built {built_at}", file=sys.stderr)
+        return [publish.publish_file(path, request.outdir) for path in entry.files]
+
+
+def _key_inputs(request: _Request) -> dict[str, object]:
+    """What, besides the source and the environment, decides this build's artifacts."""
+    args = request.args
+    constraints = getattr(args, "dependency_constraints_txt", None)
+    return {
+        "distributions": list(dict.fromkeys(args.distributions or ())),
+        "config_settings": list(getattr(args, "config_settings", None) or ()),
+        "config_json": getattr(args, "config_json", None),
+        "isolation": request.mode,
+        "no_isolation": args.no_isolation,
+        "skip_dependency_check": args.skip_dependency_check,
+        "installer": getattr(args, "installer", None),
+        "constraints": Path(constraints).read_text(encoding="utf-8") if constraints else None,
+    }
+
+
+def _name_and_version(artifact: Path) -> tuple[str, str]:
+    if artifact.name.endswith(".whl"):
+        name, version, *_ = parse_wheel_filename(artifact.name)
+    else:
+        name, version = parse_sdist_filename(artifact.name)
+    return name, str(version)
+
+
+def _build_and_publish(request: _Request) -> list[Path]:
+    built = [publish.publish_file(artifact, request.outdir) for artifact in _build(request)]
+    if request.report is not None:
+        _publish_report(request.work / "report.json", request.report, request.outdir)
+    return built
+
+
+def _build(request: _Request) -> list[Path]:
+    """Build into the private output directory; the artifacts, sdists first."""
+    args, work = request.args, request.work
+    prepared = _prepared_source(
+        args,
+        request.source,
+        request.outdir,
+        work,
+        request.lock,
+        in_place=request.mode == "in-place",
+        selection=request.settings.selection,
+    )
+    with prepared as src:
+        _run_build(args, src, work, request.report is not None, _env_store(request))
+    return _artifacts(work / "out")
+
+
+def _env_store(request: _Request) -> buildenvs.EnvStore | None:
+    """The cached build environments an isolated build reuses; None: build makes a fresh one."""
+    settings = request.settings
+    if request.args.no_isolation or settings.fresh_env.value:
+        return None
+    root, timeout = settings.cache_dir.value, settings.lock_timeout.value
+    return buildenvs.EnvStore(
+        root,
+        lock_timeout=timeout,
+        max_age=settings.env_max_age.value,
+        refresh=settings.refresh.value,
+        using=cache.Cache(root, lock_timeout=timeout).using,
     )
 
 
@@ -112,8 +239,13 @@ def _inside(path: Path, root: Path) -> list[str]:
     return []
 
 
-def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool) -> None:
-    """Run ``python -m build`` on ``src`` into ``work/out``; raise with its output shown if it fails."""
+def _run_build(
+    args: argparse.Namespace, src: Path, work: Path, report: bool, envs: buildenvs.EnvStore | None
+) -> None:
+    """Run ``python -m build`` on ``src`` into ``work/out``; raise with its output shown if it fails.
+
+    With ``envs``, isolated builds take their environment from there instead of making one.
+    """
     arguments = options.forwarded(args)
     if not args.metadata:
         arguments.append(f"--outdir={work / 'out'}")
@@ -121,14 +253,19 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool) ->
         arguments.append(f"--report={work / 'report.json'}")
     arguments.append(str(src))
     (work / "tmp").mkdir()
-    env = {**os.environ, "TMPDIR": str(work / "tmp")}  # build's isolated environments die with work
+    env = {**os.environ, "TMPDIR": str(work / "tmp")}  # build's fresh environments die with work
     if args.verbosity > 0:
         output = runner.Output()
     elif args.metadata:
         output = runner.Output(stdout=work / "stdout.log", stderr=work / "stderr.log")
     else:
         output = runner.Output(stdout=work / "build.log")
-    code = runner.run(partial(build_main, arguments, "python -m build"), cwd=work, env=env, output=output)
+    main = (
+        partial(build_main, arguments, "python -m build")
+        if envs is None
+        else partial(envbuild.main, arguments, envs, "python -m build")
+    )
+    code = runner.run(main, cwd=work, env=env, output=output)
     if code == 0:
         if args.metadata and output.stdout is not None:
             runner.replay(output.stdout, sys.stdout)
@@ -137,7 +274,7 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool) ->
     for path in captured:
         runner.replay(path)
     error = _last_error_line(captured)
-    failure = BuildFailed if code != EXIT_BAD_INPUT else SafeBuildError
+    failure = {EXIT_BAD_INPUT: SafeBuildError, EXIT_LOCK_TIMEOUT: LockTimeout}.get(code, BuildFailed)
     raise failure(
         f"building {args.srcdir} failed: {error}"
         if error

@@ -1,0 +1,48 @@
+"""The locks on things a user names by path: a project tree and a Python environment.
+
+Every command that reads or writes a project tree takes the same project lock: a build's
+snapshot holds it shared; an in-place build and an editable install hold it exclusive, because
+they write into the tree. Every command that changes an environment holds its environment lock
+exclusive. Lock files are named after the path's last component (for whoever reads the
+directory) and a digest of the whole path (so that two paths never share one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from safe_build.locks import NamedLock
+
+ENVIRONMENT_LOCK_NAME = ".safe-build-env.lock"
+
+
+def keyed_lock_file(cache: Path, kind: str, path: Path) -> Path:
+    """The lock file for ``path`` (a real path) under the cache directory ``cache``."""
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return cache / "locks" / f"{kind}-{path.name}-{digest}.lock"
+
+
+def project_lock(cache: Path, project: Path, timeout: float) -> NamedLock:
+    """The lock on the project directory ``project`` (its real path)."""
+    return NamedLock(
+        keyed_lock_file(cache, "project", project), what="project", subject=project, timeout=timeout
+    )
+
+
+def environment_lock(cache: Path, path: Path, timeout: float, *, interpreter: bool) -> NamedLock:
+    """The lock on the install location ``path`` (a real path).
+
+    For an interpreter's own environment (``interpreter``: ``path`` is its ``sys.prefix``, a
+    venv say) the lock file lives inside it: it goes when the environment is deleted and is the
+    same file whatever safe-build's cache directory. One its user cannot write to (a system
+    Python), and the other install locations (``--target``, ``--prefix``, ``--root``, the user
+    site) are locked through the cache directory: a lock file in them would end up in what the
+    user ships.
+    """
+    if interpreter and os.access(path, os.W_OK):
+        lock_file = path / ENVIRONMENT_LOCK_NAME
+    else:
+        lock_file = keyed_lock_file(cache, "environment", path)
+    return NamedLock(lock_file, what="environment", subject=path, timeout=timeout)
