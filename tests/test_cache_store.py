@@ -465,6 +465,7 @@ import os, stat, sys
 from pathlib import Path
 from safe_build import cli
 from safe_build.cache import Cache
+import safe_build.commands.cache  # imported now: nobody cannot read this interpreter's library
 
 base, damaged_key, intact_key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 if os.geteuid() == 0:  # root may delete anything: become nobody, so that permissions count

@@ -39,7 +39,7 @@ from typing import TypeVar
 
 from packaging.utils import canonicalize_name
 
-from safe_build import publish, workdirs
+from safe_build import buildenvs, publish, workdirs
 from safe_build.fsutil import fsync_dir, remove_tree
 from safe_build.locks import NamedLock
 
@@ -87,6 +87,7 @@ class Removal:
     entries: tuple[Entry, ...] = ()
     damaged: int = 0  # entries whose entry.json could not be read
     leftovers: int = 0  # work, trash and private directories of processes that died
+    environments: int = 0  # cached build environments (see buildenvs)
 
     @property
     def freed(self) -> int:
@@ -214,12 +215,14 @@ class Cache:
             if project is not None:
                 wanted = canonicalize_name(project)
                 entries = [entry for entry in entries if canonicalize_name(entry.project) == wanted]
-                damaged = []
-            return self._remove_all(entries, damaged)
+                return self._remove_all(entries, [])
+            removal = self._remove_all(entries, damaged)
+            return dataclasses.replace(removal, environments=len(self._environments().clean()))
 
     def prune(self, *, older_than: float | None = None, max_size: int | None = None) -> Removal:
         """Remove entries unused for more than ``older_than`` seconds, then least recently used ones
-        until the entries take at most ``max_size`` bytes; also damaged entries and leftovers."""
+        until the entries take at most ``max_size`` bytes; also damaged entries, leftovers, and build
+        environments unused for ``older_than`` (default: as long as they may be reused at all)."""
         if not self.root.is_dir():
             return Removal()
         with self._lock.hold("exclusive"):
@@ -236,7 +239,15 @@ class Cache:
                         newest_first = newest_first[:index]
                         break
             kept = {entry.key for entry in newest_first}
-            return self._remove_all([entry for entry in entries if entry.key not in kept], damaged)
+            removal = self._remove_all([entry for entry in entries if entry.key not in kept], damaged)
+            unused = self._environments().prune(
+                buildenvs.DEFAULT_MAX_AGE if older_than is None else older_than
+            )
+            return dataclasses.replace(removal, environments=len(unused))
+
+    def _environments(self) -> buildenvs.EnvStore:
+        """The build environments kept beside the entries; removed only under the exclusive lock."""
+        return buildenvs.EnvStore(self.root, lock_timeout=self.lock_timeout)
 
     def _entry_dir(self, key: str) -> Path:
         return self.wheels / key[:2] / key

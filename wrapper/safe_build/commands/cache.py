@@ -157,12 +157,15 @@ def _removed(cache: Cache, removal: Removal) -> Result:
         "freed": removal.freed,
         "damaged": removal.damaged,
         "leftovers": removal.leftovers,
+        "environments": removal.environments,
         "remaining": len(remaining),
         "remaining_size": left,
     }
     done = [f"Removed {_count(len(removal.entries), 'entry', 'entries')} ({_size(removal.freed)})"]
     if removal.damaged:
         done.append(_count(removal.damaged, "damaged entry", "damaged entries"))
+    if removal.environments:
+        done.append(_count(removal.environments, "build environment", "build environments"))
     if removal.leftovers:
         done.append(
             _count(removal.leftovers, "leftover of interrupted runs", "leftovers of interrupted runs")
