@@ -288,12 +288,20 @@ def prepare_wheelhouse(work: Path, given: str | None) -> Path:
 
 
 def build_env(work: Path, wheelhouse: Path) -> dict[str, str]:
-    """One environment for every build: offline pip and a private safe-build state directory."""
+    """One environment for every build: offline pip and a private safe-build state directory.
+
+    Without the wheel cache and with build's own fresh environments, safe-build does the same
+    work as plain build plus its own: this measures that cost (the snapshot, the locks, the
+    atomic publication). What the cache and reused environments save is measured by
+    bench_cache.py and bench_envs.py.
+    """
     return {
         **os.environ,
         "PIP_NO_INDEX": "1",
         "PIP_FIND_LINKS": str(wheelhouse),
         "SAFE_BUILD_CACHE_DIR": str(work / "safe-build-cache"),
+        "SAFE_BUILD_NO_CACHE": "1",
+        "SAFE_BUILD_FRESH_ENV": "1",
     }
 
 

@@ -235,7 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         note("downloading the build requirements into a wheelhouse")
         wheelhouse = prepare_wheelhouse(work, args.wheelhouse)
-        env = build_env(work, wheelhouse) | {"UV_NO_INDEX": "1", "UV_FIND_LINKS": str(wheelhouse)}
+        env = build_env(work, wheelhouse) | {
+            "UV_NO_INDEX": "1",
+            "UV_FIND_LINKS": str(wheelhouse),
+            "SAFE_BUILD_FRESH_ENV": "0",  # reused environments are what this measures
+        }
         settings = Settings(
             work=work,
             env=env,
