@@ -214,7 +214,7 @@ def test_git_and_walk_cover_the_same_work_tree_content(repo: Path, monkeypatch: 
     by_git = key(repo)
     write(repo / "untracked.py", "A = 2\n")
     assert key(repo) != by_git
-    monkeypatch.setattr(snapshot, "_git_listing", lambda project, extra: None)
+    monkeypatch.setattr(snapshot, "_git_listing", lambda project, extra, **_: None)
     walked = cachekey.compute(repo, INPUTS)
     assert walked.listed_by == "walk"
     write(repo / "untracked.py", "A = 3\n")

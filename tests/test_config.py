@@ -52,10 +52,16 @@ class Layers(NamedTuple):
 
 PRECEDENCE = {
     "isolation": Layers(
-        "isolation", 'isolation = "copy"', "sdist", ["--isolation", "in-place"], "copy", "sdist", "in-place"
+        "isolation",
+        'isolation = "copy"',
+        "repository",
+        ["--isolation", "in-place"],
+        "copy",
+        "repository",
+        "in-place",
     ),
     "in-place": Layers(
-        "isolation", 'isolation = "copy"', "sdist", ["--in-place"], "copy", "sdist", "in-place"
+        "isolation", 'isolation = "copy"', "repository", ["--in-place"], "copy", "repository", "in-place"
     ),
     "lock-timeout": Layers("lock_timeout", "lock-timeout = 7", "8.5", ["--lock-timeout", "9"], 7.0, 8.5, 9.0),
     # the variable replaces the file's list, flags add to it
@@ -254,7 +260,7 @@ def detect(tmp_path: Path, files: dict[str, str]) -> tuple[str, str]:
 def test_detection_by_build_requirement(requirement: str, name: str, tmp_path: Path) -> None:
     requires = f'"setuptools>=69", "{requirement}"'
     files = {"pyproject.toml": BASE_PYPROJECT.format(requires=requires)}
-    assert detect(tmp_path, files) == ("sdist", f"build-system requires {name}")
+    assert detect(tmp_path, files) == ("repository", f"build-system requires {name}")
 
 
 NOTHING = "nothing in the project needs version control or files outside it"
@@ -263,25 +269,34 @@ NOTHING = "nothing in the project needs version control or files outside it"
 # text added to a [project] table at the end of pyproject.toml -> (mode, a part of the reason)
 PYPROJECT_SIGNS = {
     "": ("copy", NOTHING),
-    '[tool.pdm.version]\nsource = "scm"': ("sdist", 'pyproject.toml sets tool.pdm.version.source = "scm"'),
+    '[tool.pdm.version]\nsource = "scm"': (
+        "repository",
+        'pyproject.toml sets tool.pdm.version.source = "scm"',
+    ),
     '[tool.pdm.version]\nsource = "file"\npath = "p.py"': ("copy", NOTHING),
-    "[tool.setuptools_scm]": ("sdist", "pyproject.toml has [tool.setuptools_scm]"),
-    '[tool.hatch.version]\nsource = "vcs"': ("sdist", 'tool.hatch.version.source = "vcs"'),
+    "[tool.setuptools_scm]": ("repository", "pyproject.toml has [tool.setuptools_scm]"),
+    '[tool.hatch.version]\nsource = "vcs"': ("repository", 'tool.hatch.version.source = "vcs"'),
     '[tool.hatch.version]\npath = "src/p/__init__.py"': ("copy", NOTHING),
     'readme = "../README.md"': (
-        "sdist",
+        "repository",
         "pyproject.toml project.readme reads ../README.md, outside the project",
     ),
     'readme = {file = "docs/../../R.md", content-type = "text/markdown"}': (
-        "sdist",
+        "repository",
         "readme.file reads docs/../../R.md",
     ),
     'readme = "docs/README.md"': ("copy", NOTHING),
-    'license = {file = "../LICENSE"}': ("sdist", "project.license.file reads ../LICENSE"),
-    'license-files = ["LICENSE", "../NOTICE*"]': ("sdist", "project.license-files reads ../NOTICE*"),
-    'dependencies = ["other @ file:../other"]': ("sdist", "project.dependencies has 'other @ file:../other'"),
-    '[tool.setuptools_scm]\nroot = "../.."': ("sdist", "tool.setuptools_scm.root reads ../.."),
-    '[tool.hatch.build.targets.wheel.force-include]\n"../shared" = "p/shared"': ("sdist", "reads ../shared"),
+    'license = {file = "../LICENSE"}': ("repository", "project.license.file reads ../LICENSE"),
+    'license-files = ["LICENSE", "../NOTICE*"]': ("repository", "project.license-files reads ../NOTICE*"),
+    'dependencies = ["other @ file:../other"]': (
+        "repository",
+        "project.dependencies has 'other @ file:../other'",
+    ),
+    '[tool.setuptools_scm]\nroot = "../.."': ("repository", "tool.setuptools_scm.root reads ../.."),
+    '[tool.hatch.build.targets.wheel.force-include]\n"../shared" = "p/shared"': (
+        "repository",
+        "reads ../shared",
+    ),
 }
 
 
@@ -299,31 +314,35 @@ FILE_SIGNS: dict[str, tuple[dict[str, str], str, str]] = {
     "plain setup.py": ({"setup.py": PLAIN_SETUP_PY}, "copy", NOTHING),
     "setup.py use_scm_version": (
         {"setup.py": "from setuptools import setup\nsetup(name='p', use_scm_version=True)\n"},
-        "sdist",
+        "repository",
         "setup.py mentions use_scm_version",
     ),
     "setup.cfg setup_requires": (
         {"setup.cfg": "[options]\nsetup_requires =\n  setuptools_scm\n"},
-        "sdist",
+        "repository",
         "setup.cfg mentions setuptools_scm",
     ),
-    "versioneer.py": ({"versioneer.py": "# vendored\n"}, "sdist", "versioneer.py at the project root"),
+    "versioneer.py": ({"versioneer.py": "# vendored\n"}, "repository", "versioneer.py at the project root"),
     "setup.cfg long_description": (
         {"setup.cfg": "[metadata]\nlong_description = file: README.md, ../CHANGES.md\n"},
-        "sdist",
+        "repository",
         "setup.cfg [metadata] long_description reads ../CHANGES.md",
     ),
     "setup.cfg license_files": (
         {"setup.cfg": "[metadata]\nlicense_files =\n    LICENSE\n    ../NOTICE\n"},
-        "sdist",
+        "repository",
         "license_files reads ../NOTICE",
     ),
     "setup.py reads above": (
         {"setup.py": PLAIN_SETUP_PY + "open('../README.md').read()\n"},
-        "sdist",
+        "repository",
         "setup.py names a path above the project directory",
     ),
-    "link out of the project": ({"README.md": "-> ../shared/README.md"}, "sdist", "README.md is a link to"),
+    "link out of the project": (
+        {"README.md": "-> ../shared/README.md"},
+        "repository",
+        "README.md is a link to",
+    ),
     "link within the project": ({"docs": "-> src", "src/x.txt": ""}, "copy", NOTHING),
     "linked virtual environment": ({".venv": "-> ../shared"}, "copy", NOTHING),
 }
@@ -343,7 +362,7 @@ def test_a_setting_overrides_detection(tmp_path: Path) -> None:
     tail = '[tool.safe-build]\nisolation = "copy"\n'
     (root / "pyproject.toml").write_text(BASE_PYPROJECT.format(requires='"setuptools-scm"') + tail)
     parsed = read_pyproject(root / "pyproject.toml")
-    assert isolation.detect(root, parsed)[0] == "sdist"
+    assert isolation.detect(root, parsed)[0] == "repository"
     assert isolation.choose(load(root).isolation, root, parsed) == (
         "copy",
         f"set by {root / 'pyproject.toml'}",
@@ -389,10 +408,10 @@ def test_include_roots_are_where_to_look() -> None:
 # name -> build requirements, flags, the line -v shows
 VERBOSE = {
     "copy": ('"flit_core>=3.9"', [], "* Isolation: copy (nothing in the project needs version control"),
-    "sdist": (
+    "repository": (
         '"flit_core>=3.9", "setuptools-scm"',
         [],
-        "* Isolation: sdist (build-system requires setuptools-scm)",
+        "* Isolation: repository (build-system requires setuptools-scm)",
     ),
     "in-place": ('"flit_core>=3.9"', ["--in-place"], "* Isolation: in-place (set by --in-place)"),
 }

@@ -246,19 +246,23 @@ def compute(
     selection: Selection | None = None,
     no_isolation: bool = False,
     memo: Path | None = None,
+    inner: str = "",
 ) -> Key:
     """The cache key of building ``project`` (a real, absolute path) with ``inputs``.
 
-    ``exclude`` and ``selection`` choose the files as they do for ``snapshot.take``.
+    ``exclude`` and ``selection`` choose the files as they do for ``snapshot.take``; ``inner``
+    is the project's path below ``project`` when ``project`` is the repository around it.
     ``inputs`` holds plain JSON values (a ``TypeError`` says otherwise). An input that names a
     file, such as a constraints file, belongs in it by its content, not its path. ``memo`` is a
     file where content digests are kept between calls (see ``memo_path``); it is created if
     missing and ignored if unreadable.
     """
     root = os.path.realpath(project)
-    entries, listed_by = snapshot.listing(Path(root), exclude=exclude, selection=selection)
+    entries, listed_by = snapshot.listing(
+        Path(root), exclude=exclude, selection=selection, project_at_root=not inner
+    )
     source = _hash_source(root, entries, expand_dirs=listed_by == "git", memo=memo)
-    build_system = _build_system(root)
+    build_system = _build_system(os.path.join(root, inner) if inner else root)
     environment = {name: value for name, value in os.environ.items() if _affects_build(name)}
     parts = {
         "format": KEY_FORMAT,

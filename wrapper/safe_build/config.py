@@ -28,8 +28,8 @@ from safe_build.errors import SafeBuildError
 
 T = TypeVar("T")
 
-Isolation = Literal["auto", "copy", "sdist", "in-place"]
-ISOLATION_MODES: tuple[Isolation, ...] = ("auto", "copy", "sdist", "in-place")
+Isolation = Literal["auto", "copy", "repository", "in-place"]
+ISOLATION_MODES: tuple[Isolation, ...] = ("auto", "copy", "repository", "in-place")
 DEFAULT_LOCK_TIMEOUT = 3600.0  # generous: a wait this long means something is stuck, not merely busy
 DEFAULT_ENV_MAX_AGE_DAYS = 7  # unpinned build requirements are resolved again at least this often
 TABLE = "[tool.safe-build]"

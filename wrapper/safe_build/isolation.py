@@ -1,10 +1,11 @@
 """The isolation mode of a build, and how the "auto" setting chooses it from the project's files.
 
-A private copy ("copy") builds most projects. It cannot build those that take their version or
-file list from version control (a copy has no ``.git``) or read files outside the project
-directory (``../`` from a copy leads elsewhere): those need "sdist", an sdist made from the tree
-itself and the wheel built from that. Detection only reads files, never runs the project's code,
-and it errs towards "sdist", which builds every project a copy builds. A setting always wins.
+A private copy of the project ("copy") builds most projects. It cannot build those that take
+their version or file list from version control (a copy has no ``.git``) or read files outside
+the project directory (``../`` from a copy leads elsewhere): those need "repository", a private
+copy of the whole repository the project lies in, with private git metadata that shares only the
+real repository's objects. Detection only reads files, never runs the project's code, and it
+errs towards "repository", which builds every project a copy builds. A setting always wins.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from packaging.utils import canonicalize_name
 from safe_build import snapshot
 from safe_build.config import Isolation, Setting
 
-Mode = Literal["copy", "sdist", "in-place"]
+Mode = Literal["copy", "repository", "in-place"]
 Check = Callable[[Path, Mapping[str, Any]], str | None]
 
 # Build requirements (canonical names) that take the version or the file list from version control.
@@ -94,11 +95,11 @@ def choose(
 
 
 def detect(project_dir: Path, pyproject: Mapping[str, Any] | None) -> tuple[Mode, str]:
-    """The mode "auto" stands for: "sdist" if the project needs version control or files outside it."""
+    """The mode "auto" stands for: "repository" if the project needs version control or files outside it."""
     for check in CHECKS:
         reason = check(project_dir, pyproject or {})
         if reason:
-            return "sdist", reason
+            return "repository", reason
     return "copy", "nothing in the project needs version control or files outside it"
 
 

@@ -61,14 +61,22 @@ def _excluded_name(name: str, *, at_root: bool) -> bool:
 
 
 def take(
-    project: Path, destination: Path, *, exclude: Iterable[str] = (), selection: Selection | None = None
+    project: Path,
+    destination: Path,
+    *,
+    exclude: Iterable[str] = (),
+    selection: Selection | None = None,
+    project_at_root: bool = True,
 ) -> Snapshot:
     """Copy ``project`` (a real, absolute path) to ``destination``, which must not exist yet.
 
     ``exclude`` names project-relative paths to leave out with everything below them, whatever
     ``selection`` (the user's include and exclude patterns) says: an output directory in the tree.
+    ``project_at_root``: False when ``project`` is a repository whose project lies deeper.
     """
-    entries, listed_by = listing(project, exclude=exclude, selection=selection)
+    entries, listed_by = listing(
+        project, exclude=exclude, selection=selection, project_at_root=project_at_root
+    )
     snapshot = Snapshot(destination, listed_by=listed_by)
     destination.mkdir(parents=True)
     for directory in sorted({os.path.dirname(entry) for entry in entries} - {""}):
@@ -80,7 +88,11 @@ def take(
 
 
 def listing(
-    project: Path, *, exclude: Iterable[str] = (), selection: Selection | None = None
+    project: Path,
+    *,
+    exclude: Iterable[str] = (),
+    selection: Selection | None = None,
+    project_at_root: bool = True,
 ) -> tuple[list[str], str]:
     """The project-relative paths a snapshot of ``project`` copies, and what listed them: git or a walk.
 
@@ -89,7 +101,7 @@ def listing(
     """
     extra = frozenset(exclude)
     chosen = selection if selection is not None and (selection.include or selection.exclude) else None
-    entries = _git_listing(project, extra)
+    entries = _git_listing(project, extra, project_at_root=project_at_root)
     listed_by = "git"
     if entries is None:
         skip = (
@@ -122,7 +134,7 @@ def _included(project: Path, selection: Selection) -> Iterator[str]:
             yield root
 
 
-def _git_listing(project: Path, extra: frozenset[str]) -> list[str] | None:
+def _git_listing(project: Path, extra: frozenset[str], *, project_at_root: bool) -> list[str] | None:
     """Project-relative paths git would put in a commit, or None if git does not manage the tree."""
     if not _maybe_in_git_work_tree(project):
         return None  # spares a git process (a few milliseconds) on every build outside a repository
@@ -138,7 +150,7 @@ def _git_listing(project: Path, extra: frozenset[str]) -> list[str] | None:
     except (OSError, subprocess.CalledProcessError):
         return None  # no git, or not a work tree
     paths = [os.fsdecode(raw) for raw in listing.split(b"\0") if raw]
-    if not {"pyproject.toml", "setup.py"} & set(paths):
+    if project_at_root and not {"pyproject.toml", "setup.py"} & set(paths):
         return None  # the project is ignored by the repository around it: git has no say here
     return sorted({path for path in paths if not excluded(path, extra)})
 

@@ -22,6 +22,7 @@ from safe_build import (
     cachekey,
     config,
     envbuild,
+    gitmeta,
     isolation,
     options,
     project,
@@ -103,13 +104,18 @@ def _through_cache(request: _Request) -> list[Path]:
     settings, source = request.settings, request.source
     store = cache.Cache(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
     with store.using():
+        tree = _Tree.of(request)
+        inputs = _key_inputs(request)
+        if request.mode == "repository":
+            inputs |= {"project": tree.inner, "git": gitmeta.history(tree.root)}
         key = cachekey.compute(
-            source.path,
-            _key_inputs(request),
-            exclude=_inside(request.outdir, source.path),
-            selection=settings.selection,
+            tree.root,
+            inputs,
+            exclude=tree.exclude(request.outdir),
+            selection=tree.selection,
             no_isolation=request.args.no_isolation,
-            memo=cachekey.memo_path(settings.cache_dir.value, source.path),
+            memo=cachekey.memo_path(settings.cache_dir.value, tree.root),
+            inner=tree.inner,
         )
         with store.single_flight(key.digest, source.path):
             entry = None
@@ -163,16 +169,7 @@ def _build_and_publish(request: _Request) -> list[Path]:
 def _build(request: _Request) -> list[Path]:
     """Build into the private output directory; the artifacts, sdists first."""
     args, work = request.args, request.work
-    prepared = _prepared_source(
-        args,
-        request.source,
-        request.outdir,
-        work,
-        request.lock,
-        in_place=request.mode == "in-place",
-        selection=request.settings.selection,
-    )
-    with prepared as src:
+    with _prepared_source(request) as src:
         _run_build(args, src, work, request.report is not None, _env_store(request))
     return _artifacts(work / "out")
 
@@ -192,43 +189,68 @@ def _env_store(request: _Request) -> buildenvs.EnvStore | None:
     )
 
 
+@dataclass(frozen=True)
+class _Tree:
+    """What a snapshot copies: the project itself, or in "repository" mode the repository around it."""
+
+    root: Path
+    inner: str  # the project's path below root, "/"-separated; "" when root is the project
+    selection: config.Selection  # the user's patterns, relative to root
+
+    @staticmethod
+    def of(request: _Request) -> _Tree:
+        project_dir, selection = request.source.path, request.settings.selection
+        top = gitmeta.repository_root(project_dir) if request.mode == "repository" else None
+        if top is None or top == project_dir:
+            return _Tree(project_dir, "", selection)
+        inner = os.path.relpath(project_dir, top).replace(os.sep, "/")
+        return _Tree(
+            top,
+            inner,
+            config.Selection(
+                tuple(f"{inner}/{pattern}" for pattern in selection.include),
+                tuple(f"{inner}/{pattern}" for pattern in selection.exclude),
+            ),
+        )
+
+    def exclude(self, outdir: Path) -> list[str]:
+        return _inside(outdir, self.root)
+
+
 @contextlib.contextmanager
-def _prepared_source(
-    args: argparse.Namespace,
-    source: project.Source,
-    outdir: Path,
-    work: Path,
-    lock: NamedLock,
-    *,
-    in_place: bool,
-    selection: config.Selection,
-) -> Iterator[Path]:
+def _prepared_source(request: _Request) -> Iterator[Path]:
     """The path to hand to ``build``, held ready (and locked where needed) for the build's duration.
 
     A snapshot is taken under the project lock held shared, so that it never sees the tree
     half-way through an in-place build, which holds the lock exclusive for its whole run.
     """
+    source, lock = request.source, request.lock
     if source.kind != "project":
         yield source.path  # an sdist or wheel is only read; build extracts it privately
-    elif in_place:
+    elif request.mode == "in-place":
         with lock.hold("exclusive"):
             yield source.path
     else:
         started = time.monotonic()
+        tree = _Tree.of(request)
         with lock.hold("shared"):
             copy = snapshot.take(
-                source.path,
-                work / "src" / source.path.name,
-                exclude=_inside(outdir, source.path),
-                selection=selection,
+                tree.root,
+                request.work / "src" / tree.root.name,
+                exclude=tree.exclude(request.outdir),
+                selection=tree.selection,
+                project_at_root=not tree.inner,
             )
-        if args.verbosity > 0:
+            if request.mode == "repository" and gitmeta.repository_root(tree.root) is not None:
+                gitmeta.give_private_metadata(tree.root, copy.root)
+        if request.args.verbosity > 0:
+            what = f"the repository at {tree.root}" if tree.inner else "the project"
             print(
-                f"* Copied {copy.files} files and {copy.links} links (listed by {copy.listed_by}) "
+                f"* Copied {what}: {copy.files} files and {copy.links} links (listed by {copy.listed_by}) "
                 f"to a private snapshot in {time.monotonic() - started:.2f}s",
                 file=sys.stderr,
             )
-        yield copy.root
+        yield copy.root / tree.inner if tree.inner else copy.root
 
 
 def _inside(path: Path, root: Path) -> list[str]:
