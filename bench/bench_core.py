@@ -268,7 +268,9 @@ def _entry_problem(data: bytes, digest: str, size: str) -> str | None:
 # --------------------------------------------------------------------------- setup
 
 
-def prepare_wheelhouse(work: Path, given: str | None) -> Path:
+def prepare_wheelhouse(
+    work: Path, given: str | None, requirements: Sequence[str] = BUILD_REQUIREMENTS
+) -> Path:
     """Download the build requirements once, so that isolated builds never need the network."""
     if given:
         return Path(given).absolute()
@@ -276,14 +278,14 @@ def prepare_wheelhouse(work: Path, given: str | None) -> Path:
     env = {key: value for key, value in os.environ.items() if key != "PIP_NO_INDEX"}
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
     done = subprocess.run(
-        [*command, "--dest", str(wheelhouse), *BUILD_REQUIREMENTS],
+        [*command, "--dest", str(wheelhouse), *requirements],
         check=False,
         env=env,
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
-        raise SystemExit(f"pip download of {', '.join(BUILD_REQUIREMENTS)} failed:\n{done.stderr}")
+        raise SystemExit(f"pip download of {', '.join(requirements)} failed:\n{done.stderr}")
     return wheelhouse
 
 
