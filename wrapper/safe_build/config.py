@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import math
 import os
 import posixpath
@@ -20,8 +19,6 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
-
-import platformdirs
 
 from safe_build import project
 from safe_build.errors import SafeBuildError
@@ -214,6 +211,8 @@ def _days_text(text: str) -> float:
 
 
 def _user_cache_dir() -> Path:
+    import platformdirs  # noqa: PLC0415 (only here: most runs name the cache dir, or never need it)
+
     return platformdirs.user_cache_path("safe-build", appauthor=False)
 
 
@@ -286,6 +285,8 @@ def _read_file(project_dir: Path | None, pyproject: Mapping[str, Any] | None) ->
     unknown = sorted(set(table) - set(FILE_KEYS))
     if unknown:
         key = unknown[0]
+        import difflib  # noqa: PLC0415 (only for this error)
+
         close = difflib.get_close_matches(key, FILE_KEYS, n=1)
         raise SafeBuildError(
             f"unknown key {key!r} in {TABLE} of {path}",

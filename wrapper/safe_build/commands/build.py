@@ -12,28 +12,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from build.__main__ import main as build_main
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
-from safe_build import (
-    buildenvs,
-    cache,
-    cachekey,
-    config,
-    envbuild,
-    gitmeta,
-    isolation,
-    options,
-    project,
-    publish,
-    runner,
-    snapshot,
-    workdirs,
-)
+from safe_build import config, gitmeta, isolation, options, project, publish, runner, snapshot, workdirs
 from safe_build.errors import EXIT_BAD_INPUT, EXIT_LOCK_TIMEOUT, BuildFailed, LockTimeout, SafeBuildError
 from safe_build.locks import NamedLock
 from safe_build.projectlock import project_lock
+
+# The cache, its key and cached build environments are imported where they are used: a build
+# that needs none of them (--no-cache --no-isolation) then starts ~20 ms sooner.
+if TYPE_CHECKING:
+    from safe_build.buildenvs import EnvStore
 
 
 @dataclass(frozen=True)
@@ -102,6 +94,8 @@ def _through_cache(request: _Request) -> list[Path]:
     stores, the others find its entry.
     """
     settings, source = request.settings, request.source
+    from safe_build import cache, cachekey  # noqa: PLC0415
+
     store = cache.Cache(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
     with store.using():
         tree = _Tree.of(request)
@@ -174,12 +168,14 @@ def _build(request: _Request) -> list[Path]:
     return _artifacts(work / "out")
 
 
-def _env_store(request: _Request) -> buildenvs.EnvStore | None:
+def _env_store(request: _Request) -> EnvStore | None:
     """The cached build environments an isolated build reuses; None: build makes a fresh one."""
     settings = request.settings
     if request.args.no_isolation or settings.fresh_env.value:
         return None
     root, timeout = settings.cache_dir.value, settings.lock_timeout.value
+    from safe_build import buildenvs, cache  # noqa: PLC0415
+
     return buildenvs.EnvStore(
         root,
         lock_timeout=timeout,
@@ -261,9 +257,7 @@ def _inside(path: Path, root: Path) -> list[str]:
     return []
 
 
-def _run_build(
-    args: argparse.Namespace, src: Path, work: Path, report: bool, envs: buildenvs.EnvStore | None
-) -> None:
+def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, envs: EnvStore | None) -> None:
     """Run ``python -m build`` on ``src`` into ``work/out``; raise with its output shown if it fails.
 
     With ``envs``, isolated builds take their environment from there instead of making one.
@@ -282,11 +276,12 @@ def _run_build(
         output = runner.Output(stdout=work / "stdout.log", stderr=work / "stderr.log")
     else:
         output = runner.Output(stdout=work / "build.log")
-    main = (
-        partial(build_main, arguments, "python -m build")
-        if envs is None
-        else partial(envbuild.main, arguments, envs, "python -m build")
-    )
+    if envs is None:
+        main = partial(build_main, arguments, "python -m build")
+    else:
+        from safe_build import envbuild  # noqa: PLC0415
+
+        main = partial(envbuild.main, arguments, envs, "python -m build")
     code = runner.run(main, cwd=work, env=env, output=output)
     if code == 0:
         if args.metadata and output.stdout is not None:
