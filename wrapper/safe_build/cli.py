@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
-from safe_build.commands import build, cache
 from safe_build.errors import EXIT_BUILD_FAILED, SafeBuildError, Terminated
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -35,13 +34,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(arguments: list[str]) -> int:
-    """``safe-build cache …`` is the cache command; anything else is a build (of ``./cache`` too)."""
+    """``safe-build cache|pip|venv …`` are those commands; anything else is a build (of ``./cache`` too).
+
+    A command's module is imported when it runs: safe-pip's overhead must not include build's imports.
+    """
     if arguments[:1] == ["cache"]:
+        from safe_build.commands import cache  # noqa: PLC0415
+
         return cache.run(arguments[1:])
+    if arguments[:1] == ["pip"]:
+        from safe_build.commands import pip  # noqa: PLC0415
+
+        return pip.run(arguments[1:])
+    if arguments[:1] == ["venv"]:
+        from safe_build.commands import venv  # noqa: PLC0415
+
+        return venv.run(arguments[1:])
+    from safe_build.commands import build  # noqa: PLC0415
+
     return build.run(arguments)
 
 
 def entrypoint() -> None:
+    raise SystemExit(main())
+
+
+def pip_entrypoint() -> None:
+    """``safe-pip ARGS`` is ``safe-build pip ARGS``, and lock holder records say so."""
+    sys.argv[1:1] = ["pip"]
     raise SystemExit(main())
 
 

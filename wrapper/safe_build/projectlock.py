@@ -31,18 +31,14 @@ def project_lock(cache: Path, project: Path, timeout: float) -> NamedLock:
     )
 
 
-def environment_lock(cache: Path, path: Path, timeout: float, *, interpreter: bool) -> NamedLock:
+def environment_lock(cache: Path, path: Path, timeout: float, *, inside: bool) -> NamedLock:
     """The lock on the install location ``path`` (a real path).
 
-    For an interpreter's own environment (``interpreter``: ``path`` is its ``sys.prefix``, a
-    venv say) the lock file lives inside it: it goes when the environment is deleted and is the
-    same file whatever safe-build's cache directory. One its user cannot write to (a system
-    Python), and the other install locations (``--target``, ``--prefix``, ``--root``, the user
-    site) are locked through the cache directory: a lock file in them would end up in what the
-    user ships.
+    A venv's lock file lives inside it (``inside``): it goes when the venv is deleted, and it is
+    the same file whatever safe-build's cache directory. Other install locations are locked
+    through the cache directory: a system Python's prefix is not ours to write into, and a lock
+    file in a ``--target``, ``--prefix`` or ``--root`` directory would end up in what the user
+    ships.
     """
-    if interpreter and os.access(path, os.W_OK):
-        lock_file = path / ENVIRONMENT_LOCK_NAME
-    else:
-        lock_file = keyed_lock_file(cache, "environment", path)
+    lock_file = path / ENVIRONMENT_LOCK_NAME if inside else keyed_lock_file(cache, "environment", path)
     return NamedLock(lock_file, what="environment", subject=path, timeout=timeout)
