@@ -165,6 +165,28 @@ def test_relative_srcdir_and_outdir_are_taken_from_the_working_directory(
     assert [path.name for path in (tmp_path / "wheels").iterdir()] == ["demo_flit-3.0-py2.py3-none-any.whl"]
 
 
+def test_odd_tree_through_a_link_with_spaces_non_ascii_names_and_read_only_files(
+    make_project: MakeProject, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A project reached through a symlink with a trailing slash, in a directory whose name has a
+    space and non-ASCII letters, holding a read-only package and a data file of such a name."""
+    project = make_project("setuptools", "mon projet ü")
+    data = project / "src/demo_setuptools/données à lire.txt"
+    data.write_text("données\n", encoding="utf-8")
+    (project / "pyproject.toml").write_text(
+        (project / "pyproject.toml").read_text() + '\n[tool.setuptools.package-data]\n"*" = ["*.txt"]\n'
+    )
+    for path in (data, project / "src/demo_setuptools/__init__.py"):
+        path.chmod(0o444)
+    link = tmp_path / "lien vers le projet"
+    link.symlink_to(project)
+    before = tree_state(project)
+    assert main([f"{link}/", "-nw", "-q", "-o", str(tmp_path / "out")]) == 0
+    (wheel,) = (tmp_path / "out").glob("*.whl")
+    assert "demo_setuptools/données à lire.txt" in members(wheel)
+    assert tree_state(project) == before
+
+
 def test_published_wheel_keeps_normal_permissions(make_project: MakeProject, env: dict[str, str]) -> None:
     project = make_project("flit")
     assert main([str(project), "-nw", "-q"]) == 0
