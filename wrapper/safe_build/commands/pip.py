@@ -1,0 +1,456 @@
+"""``safe-pip ARGS`` (also ``safe-build pip ARGS``): the target environment's own pip, run under locks.
+
+pip takes no locks: two pips installing into one environment, or one installing while another
+purges the cache, break each other, and pip builds a local project directory inside it. safe-pip
+runs the real pip with the arguments unchanged, and around it:
+
+- holds pip's cache lock, shared, for every command that uses the cache, and exclusive for
+  ``pip cache purge|remove``;
+- builds each local project directory that an install or wheel command names through safe-build
+  (a private snapshot), and hands pip that wheel in a tiny private project (see ``_shim``);
+- holds the project lock of every editable project, exclusive: pip builds those in place;
+- holds the environment lock, exclusive, for every command that changes an environment.
+
+Locks are taken in one order, the same everywhere: cache, then project, then environment; the
+builds happen before any project lock is held. So no two safe-pips wait for each other in a
+circle.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safe_build import config, pipargs, pipconfig, publish, runner, workdirs
+from safe_build.errors import SafeBuildError, Terminated
+from safe_build.locks import Mode, NamedLock
+from safe_build.projectlock import environment_lock, keyed_lock_file, project_lock
+
+CHANGING = frozenset({"install", "uninstall"})  # commands that change an environment
+USING_CACHE = frozenset({"install", "download", "wheel", "lock", "index", "list", "cache"})
+CLEARING_CACHE = frozenset({"purge", "remove"})  # ``pip cache`` subcommands that delete entries
+BUILDING = frozenset({"install", "wheel"})  # commands whose local projects safe-build builds
+# pip's own flag for the pip that ``--python`` starts: the target pip must not start another one
+RUNNING_IN_SUBPROCESS = "_PIP_RUNNING_IN_SUBPROCESS"
+# the settings of pip's command line that pip passes on to the builds it runs, as variables
+BUILD_VARIABLES = {
+    "--index-url": "PIP_INDEX_URL",
+    "--extra-index-url": "PIP_EXTRA_INDEX_URL",
+    "--find-links": "PIP_FIND_LINKS",
+    "--trusted-host": "PIP_TRUSTED_HOST",
+    "--no-index": "PIP_NO_INDEX",
+    "--cache-dir": "PIP_CACHE_DIR",
+    "--no-cache-dir": "PIP_NO_CACHE_DIR",
+}
+LISTS = ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST")  # pip adds these to the variable's
+_ENVIRONMENT_QUESTION = (
+    "import importlib.util, json, sys; print(json.dumps([sys.prefix, bool(importlib.util.find_spec('pip'))]))"
+)
+_SCHEME_QUESTION = """\
+import json, os, sys, sysconfig
+kind, base = sys.argv[1:]
+if kind == "user":
+    preferred = getattr(sysconfig, "get_preferred_scheme", None)
+    paths = sysconfig.get_paths(preferred("user") if preferred else os.name + "_user")
+elif kind == "prefix":
+    paths = sysconfig.get_paths(vars={"base": base, "platbase": base})
+else:
+    paths = sysconfig.get_paths()
+print(json.dumps(sorted({paths["purelib"], paths["platlib"]})))
+"""
+_SHIM_BACKEND = '''\
+"""Hands over the wheel that safe-build built from a private snapshot of the project."""
+import os
+import shutil
+import zipfile
+
+WHEEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), {wheel!r})
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    with zipfile.ZipFile(WHEEL) as wheel:
+        names = [name for name in wheel.namelist() if name.split("/")[0].endswith(".dist-info")]
+        wheel.extractall(metadata_directory, names)
+    return names[0].split("/")[0]
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    shutil.copy(WHEEL, wheel_directory)
+    return os.path.basename(WHEEL)
+'''
+_SHIM_PYPROJECT = """\
+[build-system]
+requires = []
+build-backend = "_safe_build_prebuilt"
+backend-path = ["."]
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """The Python whose environment pip works on, and the pip that does the work."""
+
+    interpreter: str  # the Python that runs pip: the target's, or ours when the target has no pip
+    leading: tuple[str, ...]  # pip arguments before the user's: ("--python", target) when ours runs
+    env: Mapping[str, str]
+    python: str  # the target
+    prefix: Path | None  # its real ``sys.prefix``; None if there is no such Python (pip says so)
+
+
+@dataclass(frozen=True)
+class Shim:
+    """A local project built by safe-build, and the private project that hands pip its wheel."""
+
+    project: pipargs.LocalProject
+    directory: Path
+    dist_info: str  # the name of the wheel's .dist-info directory
+
+
+def run(argv: Sequence[str]) -> int:
+    args = pipargs.parse(argv)
+    target = _find_target(args)
+    if args.command is None or target.prefix is None:
+        return _run_pip(target, argv)  # nothing to protect, or pip reports an error
+    return _run_locked(args, target, target.prefix)
+
+
+def _run_locked(args: pipargs.PipArgs, target: Target, prefix: Path) -> int:
+    """pip under the locks the command needs, its local projects built first."""
+    cache = config.cache_dir()
+    timeout = config.lock_timeout(None)
+    settings = pipconfig.load(prefix, isolated=args.isolated)
+    location = pipargs.install_location(args, settings) if args.command == "install" else pipargs.Location()
+    with contextlib.ExitStack() as held:
+        pip_cache = pipargs.cache_dir(args, settings)
+        if args.command in USING_CACHE and pip_cache is not None:
+            held.enter_context(_pip_cache_lock(cache, pip_cache, timeout).hold(_cache_mode(args)))
+        requirements = pipargs.requirements(args) if args.command in BUILDING and args.understood else None
+        arguments, shims = list(args.argv), []
+        if requirements is not None and requirements.projects:
+            work = held.enter_context(workdirs.private_dir(cache))
+            shims = _build(requirements, args, settings, work)
+            copies = work / "requirements"
+            copies.mkdir()
+            directories = {shim.project.directory: shim.directory for shim in shims}
+            arguments = requirements.rewritten(args.argv, directories, copies)
+        editables = sorted(
+            {Path(os.path.realpath(path)) for path in requirements.editables} if requirements else ()
+        )
+        for project in editables:  # sorted: two commands naming the same projects lock them in one order
+            held.enter_context(project_lock(cache, project, timeout).hold("exclusive"))
+        if args.command in CHANGING:
+            lock = _install_lock(cache, target.python, prefix, location, timeout)
+            held.enter_context(lock.hold("exclusive"))
+        code = _run_pip(target, arguments)
+        if code == 0 and shims and args.command == "install" and args.last("--dry-run") is None:
+            _record_origins(shims, _install_dirs(target.python, location))
+        return code
+
+
+def _find_target(args: pipargs.PipArgs) -> Target:
+    """The target interpreter, as pip would choose it, and the pip to run on it.
+
+    ``--python`` (or pip's ``python`` setting), else the active virtual environment, else
+    ``python`` on PATH. Its own pip runs; if it has none, our pip does, through ``--python``.
+    """
+    named = args.python or pipconfig.load(None, isolated=args.isolated).value(None, "python")
+    env = dict(os.environ)
+    if named is not None:
+        python = _identify(named)
+        if python is None:  # our pip says so, in pip's words
+            _check_own_pip(f"there is no Python interpreter at {named} (--python)", "name one, or a venv")
+            return Target(sys.executable, (), env, named, None)
+        env[RUNNING_IN_SUBPROCESS] = "1"
+    else:
+        python = _default_python()
+    prefix, has_pip = _environment(python)
+    if has_pip:
+        return Target(python, (), env, python, prefix)
+    env.pop(RUNNING_IN_SUBPROCESS, None)  # our pip is to start the target's Python itself
+    no_pip = f"{python} has no pip, and neither has safe-build's own Python ({sys.executable})"
+    _check_own_pip(no_pip, f"install pip into it: {python} -m ensurepip")
+    return Target(sys.executable, () if named is not None else ("--python", python), env, python, prefix)
+
+
+def _identify(named: str) -> str | None:
+    """pip's reading of ``--python``: an interpreter, or a venv directory holding one."""
+    if os.path.isdir(named):
+        return next(
+            (
+                str(path)
+                for path in (Path(named, "bin", "python"), Path(named, "Scripts", "python.exe"))
+                if path.exists()
+            ),
+            None,
+        )
+    return named if os.path.exists(named) else None
+
+
+def _default_python() -> str:
+    venv = os.environ.get("VIRTUAL_ENV")
+    if venv:
+        python = Path(venv, "bin", "python")
+        if not python.exists():
+            raise SafeBuildError(
+                f"the active virtual environment {venv} (VIRTUAL_ENV) has no bin/python",
+                hint="activate an existing one, or name one with --python",
+            )
+        return str(python)
+    found = shutil.which("python") or shutil.which("python3")
+    if found is None:
+        raise SafeBuildError(
+            "no Python to run pip with: no virtual environment is active and there is no python on PATH",
+            hint="activate one, or name one with --python",
+        )
+    return found
+
+
+def _check_own_pip(problem: str, hint: str) -> None:
+    """Fail with ``problem`` unless safe-build's own Python has pip."""
+    if importlib.util.find_spec("pip") is None:
+        raise SafeBuildError(problem, hint=hint)
+
+
+def _environment(python: str) -> tuple[Path, bool]:
+    """The real ``sys.prefix`` of ``python`` and whether it has pip.
+
+    A venv's interpreter is told by the pyvenv.cfg beside it or one level up, as Python itself
+    finds it: that costs no process (pip is looked for in its site-packages). Any other
+    interpreter is asked.
+    """
+    executable = Path(python).absolute()
+    for directory in (executable.parent, executable.parent.parent):
+        if (directory / "pyvenv.cfg").is_file():
+            prefix = Path(os.path.realpath(directory))
+            return prefix, any(prefix.glob("lib/*/site-packages/pip/__init__.py"))
+    prefix, has_pip = _ask(python, _ENVIRONMENT_QUESTION)
+    return Path(os.path.realpath(prefix)), bool(has_pip)
+
+
+def _ask(python: str, code: str, *arguments: str) -> Any:
+    """What the small program ``code`` prints as JSON when ``python`` runs it."""
+    answer = subprocess.run([python, "-c", code, *arguments], capture_output=True, text=True, check=False)
+    try:
+        return json.loads(answer.stdout)
+    except ValueError:
+        last = (answer.stderr.strip().splitlines() or [f"exit code {answer.returncode}"])[-1]
+        raise SafeBuildError(
+            f"cannot ask {python} where it installs: {last}", hint="check that this Python runs"
+        ) from None
+
+
+# --- locks ---------------------------------------------------------------------------------------
+
+
+def _pip_cache_lock(cache: Path, pip_cache: Path, timeout: float) -> NamedLock:
+    """The lock on pip's cache, kept in safe-build's cache directory: pip's own is pip's to clear."""
+    return NamedLock(
+        keyed_lock_file(cache, "pip-cache", pip_cache), what="pip cache", subject=pip_cache, timeout=timeout
+    )
+
+
+def _cache_mode(args: pipargs.PipArgs) -> Mode:
+    subcommand = args.positionals[0].value if args.positionals else None
+    return "exclusive" if args.command == "cache" and subcommand in CLEARING_CACHE else "shared"
+
+
+def _install_lock(
+    cache: Path, python: str, prefix: Path, location: pipargs.Location, timeout: float
+) -> NamedLock:
+    """The lock on where pip writes: ``--target``, ``--root``, ``--prefix``, user site, environment."""
+    chosen = location.target or location.root or location.prefix
+    if chosen is not None:
+        return environment_lock(cache, Path(os.path.realpath(chosen)), timeout, inside=False)
+    if location.user:
+        [user_site, *_] = _install_dirs(python, location)
+        return environment_lock(cache, Path(os.path.realpath(user_site)), timeout, inside=False)
+    is_venv = (prefix / "pyvenv.cfg").is_file() and os.access(prefix, os.W_OK)
+    return environment_lock(cache, prefix, timeout, inside=is_venv)
+
+
+# --- local projects ------------------------------------------------------------------------------
+
+
+def _build(
+    requirements: pipargs.Requirements, args: pipargs.PipArgs, settings: pipconfig.PipConfig, work: Path
+) -> list[Shim]:
+    """Build each local project once through safe-build and wrap its wheel in a shim."""
+    from safe_build.commands import build  # noqa: PLC0415 (building is rare; importing build is not cheap)
+
+    flags = _build_flags(args, settings)
+    projects: dict[Path, pipargs.LocalProject] = {}
+    for project in requirements.projects:
+        projects.setdefault(project.directory, project)  # named twice, built once: the first naming counts
+    shims = []
+    with _variables(_build_variables(args, requirements)):
+        for number, (directory, project) in enumerate(projects.items()):
+            out = work / "wheels" / str(number)
+            build.run(["--wheel", "--outdir", str(out), "--quiet", *flags, str(directory)])
+            [wheel] = out.glob("*.whl")
+            shims.append(_shim(project, wheel, work / "prebuilt" / str(number) / directory.name))
+    return shims
+
+
+def _build_flags(args: pipargs.PipArgs, settings: pipconfig.PipConfig) -> list[str]:
+    """The options of pip's that change a build: build isolation and config settings.
+
+    A configured ``no-build-isolation`` is pip's value for build isolation itself, so
+    ``PIP_NO_BUILD_ISOLATION=0`` turns isolation off: pip keeps that quirk, and so do we.
+    """
+    configured = settings.value(args.command, "no-build-isolation")
+    isolated = pipconfig.boolean(configured) is not False if configured else True
+    flags = [] if isolated and args.last("--no-build-isolation") is None else ["--no-isolation"]
+    for found in args.values("--config-settings"):
+        flags += ["--config-setting", found.value or ""]
+    return flags
+
+
+def _build_variables(args: pipargs.PipArgs, requirements: pipargs.Requirements) -> dict[str, str]:
+    """pip's index and cache settings on its command line and in its requirement files, as the
+    variables that the pip in safe-build's build environments reads; that pip runs elsewhere, so
+    paths are made absolute."""
+    found = [(Path.cwd(), occurrence) for occurrence in args.occurrences]
+    for _, file in requirements.files:
+        found += [(path.parent, option) for path, line in file.all_lines() for option in line.options]
+    values: dict[str, str] = {}
+    for base, occurrence in found:
+        variable = BUILD_VARIABLES.get(occurrence.option)
+        if variable is None:
+            continue
+        value = "1" if occurrence.value is None else occurrence.value
+        if occurrence.option == "--cache-dir" or (
+            occurrence.option == "--find-links" and (base / value).exists()
+        ):
+            value = os.path.abspath(base / os.path.expanduser(value))
+        earlier = values.get(variable, os.environ.get(variable, "")) if variable in LISTS else ""
+        values[variable] = f"{earlier} {value}".strip()
+    return values
+
+
+@contextlib.contextmanager
+def _variables(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _shim(project: pipargs.LocalProject, wheel: Path, directory: Path) -> Shim:
+    """A private project whose build backend hands over ``wheel``: pip treats it as the local
+    directory it stands for (it always reinstalls it, as it would a directory, where it would skip a
+    wheel of an installed version), and never builds in the user's tree."""
+    directory.mkdir(parents=True)
+    shutil.move(wheel, directory / wheel.name)
+    (directory / "pyproject.toml").write_text(_SHIM_PYPROJECT, encoding="utf-8")
+    (directory / "_safe_build_prebuilt.py").write_text(
+        _SHIM_BACKEND.format(wheel=wheel.name), encoding="utf-8"
+    )
+    with zipfile.ZipFile(directory / wheel.name) as archive:
+        dist_info = next(
+            name.split("/")[0] for name in archive.namelist() if name.split("/")[0].endswith(".dist-info")
+        )
+    return Shim(project, directory, dist_info)
+
+
+# --- after the install ---------------------------------------------------------------------------
+
+
+def _install_dirs(python: str, location: pipargs.Location) -> list[Path]:
+    """Where ``pip install`` puts distributions for ``location``."""
+    if location.target is not None:
+        return [location.target]
+    kind = "prefix" if location.prefix else "user" if location.user else "environment"
+    paths = [Path(path) for path in _ask(python, _SCHEME_QUESTION, kind, str(location.prefix or ""))]
+    if location.root is not None:
+        return [location.root / path.relative_to(path.anchor) for path in paths]
+    return paths
+
+
+def _record_origins(shims: Sequence[Shim], install_dirs: Sequence[Path]) -> None:
+    """Make each installed distribution say it came from the user's directory, as pip would have
+    written it, instead of from its shim (and fix the RECORD line of the file)."""
+    for shim in shims:
+        for directory in install_dirs:
+            dist_info = directory / shim.dist_info
+            try:
+                recorded = json.loads((dist_info / "direct_url.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(recorded, dict) and recorded.get("url") == pipargs.path_to_url(shim.directory):
+                _rewrite_direct_url(dist_info, json.dumps(shim.project.direct_url(), sort_keys=True).encode())
+
+
+def _rewrite_direct_url(dist_info: Path, content: bytes) -> None:
+    _replace(dist_info / "direct_url.json", content)
+    record = dist_info / "RECORD"
+    text = record.read_bytes().decode("utf-8")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    name = f"{dist_info.name}/direct_url.json"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+    rows = [
+        [row[0], f"sha256={digest}", str(len(content))] if row and row[0] == name else row
+        for row in csv.reader(io.StringIO(text))
+    ]
+    out = io.StringIO()
+    csv.writer(out, lineterminator=newline).writerows(rows)
+    _replace(record, out.getvalue().encode("utf-8"))
+
+
+def _replace(path: Path, content: bytes) -> None:
+    """Replace ``path`` atomically, keeping its permissions."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    with publish.replacing(path) as out:
+        out.write(content)
+        os.fchmod(out.fileno(), mode)
+
+
+# --- running pip ---------------------------------------------------------------------------------
+
+
+def _run_pip(target: Target, arguments: Sequence[str]) -> int:
+    """Run pip in our process group (it may ask questions on the terminal); its exit code.
+
+    An interruption is passed on to pip, which gets a moment to stop before it is killed.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    command = [target.interpreter, "-m", "pip", *target.leading, *arguments]
+    process = subprocess.Popen(command, env=target.env)
+    try:
+        code = process.wait()
+    except BaseException as stop:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(stop.signum if isinstance(stop, Terminated) else signal.SIGINT)
+        try:
+            process.wait(timeout=runner.STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
+    return 128 - code if code < 0 else code

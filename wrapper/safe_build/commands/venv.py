@@ -1,0 +1,148 @@
+"""``safe-build venv PATH [virtualenv options]``: create a venv once, however many ask at once.
+
+Two creations of one path at the same time break each other, and one that was killed leaves a
+venv that looks usable and is not. A venv cannot be made elsewhere and moved into place (its
+scripts name its path), so it is made at PATH itself by virtualenv, under a lock on PATH kept in
+safe-build's cache directory, and marked complete last: ``PATH/.safe-build-venv-complete`` holds
+its Python version. Until then ``PATH/.safe-build-venv-creating`` says a creation is under way;
+found under the lock, it means that creation died, and its remains are removed before starting
+again. A complete venv is reused, as is a venv made by another tool (``--clear`` recreates
+either); anything else at PATH is refused and left alone.
+
+Making and clearing a venv also hold its environment lock, so that no safe-pip installs into it
+meanwhile; the environment lock file inside it is kept when it is cleared, so that it is never
+deleted while someone may wait on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from safe_build import config, publish
+from safe_build.errors import SafeBuildError
+from safe_build.fsutil import remove_tree
+from safe_build.locks import NamedLock
+from safe_build.projectlock import ENVIRONMENT_LOCK_NAME, environment_lock, keyed_lock_file
+
+if TYPE_CHECKING:
+    from virtualenv.run.session import Session
+
+COMPLETE = ".safe-build-venv-complete"
+CREATING = ".safe-build-venv-creating"
+LOCK_FILES = (ENVIRONMENT_LOCK_NAME, f"{ENVIRONMENT_LOCK_NAME}.holders")
+USAGE = "safe-build venv PATH [--clear] [--lock-timeout SECONDS] [--cache-dir DIR] [virtualenv options]"
+
+State = Literal["missing", "complete", "unfinished", "other venv"]
+
+
+def run(argv: Sequence[str]) -> int:
+    path_text, options, virtualenv_options = _parse(argv)
+    path = Path(path_text).absolute()
+    _state(path)  # refuse what is not ours to touch before waiting for anything
+    cache = config.cache_dir(options.cache_dir)
+    timeout = config.lock_timeout(options.lock_timeout)
+    real = Path(os.path.realpath(path))
+    lock = NamedLock(keyed_lock_file(cache, "venv", real), what="venv", subject=path, timeout=timeout)
+    with lock.hold("exclusive"):
+        state = _state(path)  # again: another creation may have finished, or died, meanwhile
+        if state in ("complete", "other venv") and not options.clear:
+            print(f"Reusing the virtual environment at {path} ({_describe(path, state)})")
+            return 0
+        session = _session([*virtualenv_options, str(path)])  # checks the options before anything is made
+        path.mkdir(parents=True, exist_ok=True)
+        with environment_lock(cache, real, timeout, inside=True).hold("exclusive"):
+            (path / CREATING).touch()
+            _clear(path)
+            session.run()
+            marker = {
+                "python": session.interpreter.version_str,
+                "implementation": session.interpreter.implementation,
+            }
+            publish.write_text_atomically(path / COMPLETE, json.dumps(marker) + "\n")
+            (path / CREATING).unlink()
+    print(f"Created the virtual environment at {path} ({_describe(path, 'complete')})")
+    return 0
+
+
+def _parse(argv: Sequence[str]) -> tuple[str, argparse.Namespace, list[str]]:
+    """PATH, safe-build's own options, and the rest for virtualenv (which checks them itself)."""
+    parser = argparse.ArgumentParser(
+        prog="safe-build venv",
+        usage=USAGE,
+        description="Create a virtual environment with virtualenv at PATH, or reuse the one there: "
+        "at the same time, one creates it and the others wait for it.",
+        epilog="Any other option goes to virtualenv: see virtualenv --help.",
+        allow_abbrev=False,  # an abbreviation may be virtualenv's
+    )
+    parser.add_argument("--clear", action="store_true", help="recreate the venv even if it is complete")
+    parser.add_argument(
+        "--lock-timeout", metavar="SECONDS", help="give up waiting after SECONDS (exit code 3)"
+    )
+    parser.add_argument("--cache-dir", metavar="DIR", help="where safe-build keeps its lock files")
+    if not argv or argv[0].startswith("-"):
+        if argv[:1] in (["-h"], ["--help"]):
+            parser.parse_args(["--help"])
+        first = f", not {argv[0]}" if argv else ""
+        raise SafeBuildError(f"the venv path must come first{first}", hint=f"use: {USAGE}")
+    options, rest = parser.parse_known_args(argv[1:])
+    return argv[0], options, rest
+
+
+def _session(arguments: list[str]) -> Session:
+    """virtualenv's plan for the venv: its options checked and its interpreter found, nothing made."""
+    import virtualenv  # noqa: PLC0415 (heavy: only the venv command needs it)
+
+    try:
+        return virtualenv.session_via_cli(arguments)
+    except RuntimeError as error:  # no interpreter matches --python
+        raise SafeBuildError(
+            f"virtualenv: {error}", hint="name an interpreter that exists with --python"
+        ) from None
+
+
+def _state(path: Path) -> State:
+    """What is at ``path``; refused if it is neither a venv nor nothing."""
+    if path.is_symlink() and not path.exists():
+        raise SafeBuildError(
+            f"{path} is a broken symbolic link", hint="remove it or choose another venv path"
+        )
+    if not path.exists():
+        return "missing"
+    if not path.is_dir():
+        raise SafeBuildError(f"{path} is a file, not a virtual environment", hint="choose another venv path")
+    entries = set(os.listdir(path)) - set(LOCK_FILES)
+    if COMPLETE in entries:
+        return "complete"
+    if CREATING in entries:
+        return "unfinished"
+    if not entries:
+        return "missing"
+    if "pyvenv.cfg" in entries:
+        return "other venv"
+    raise SafeBuildError(
+        f"{path} is a directory that is not empty and not a virtual environment",
+        hint="choose another venv path; nothing was changed",
+    )
+
+
+def _describe(path: Path, state: State) -> str:
+    if state == "other venv":
+        return "not made by safe-build; --clear recreates it"
+    marker = json.loads((path / COMPLETE).read_text(encoding="utf-8"))
+    return f"{marker['implementation']} {marker['python']}"
+
+
+def _clear(path: Path) -> None:
+    """Remove everything in ``path`` but the lock files and the mark of a creation under way."""
+    for entry in os.scandir(path):
+        if entry.name in (*LOCK_FILES, CREATING):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(Path(entry.path))
+        else:
+            os.unlink(entry.path)
