@@ -40,6 +40,7 @@ class _Request:
     report: Path | None
     work: Path
     lock: NamedLock
+    tree: _Tree  # what a snapshot of the project copies
 
 
 def run(argv: Sequence[str]) -> int:
@@ -64,7 +65,8 @@ def run(argv: Sequence[str]) -> int:
     root = settings.cache_dir.value
     lock = project_lock(root, source.path, settings.lock_timeout.value)
     with workdirs.private_dir(root) as work:
-        request = _Request(args, source, settings, mode, outdir, report, work, lock)
+        tree = _Tree.of(source.path, settings.selection, in_repository=mode == "repository")
+        request = _Request(args, source, settings, mode, outdir, report, work, lock, tree)
         built = _through_cache(request) if _cacheable(request) else _build_and_publish(request)
     if args.verbosity >= -1 and built:
         print(f"Successfully built {_natural_list([path.name for path in built])}")
@@ -97,8 +99,8 @@ def _through_cache(request: _Request) -> list[Path]:
     from safe_build import cache, cachekey  # noqa: PLC0415
 
     store = cache.Cache(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
+    tree = request.tree
     with store.using():
-        tree = _Tree.of(request)
         inputs = _key_inputs(request)
         if request.mode == "repository":
             inputs |= {"project": tree.inner, "git": gitmeta.history(tree.root)}
@@ -192,13 +194,14 @@ class _Tree:
     root: Path
     inner: str  # the project's path below root, "/"-separated; "" when root is the project
     selection: config.Selection  # the user's patterns, relative to root
+    git: bool  # root is a git work tree whose metadata the copy gets
 
     @staticmethod
-    def of(request: _Request) -> _Tree:
-        project_dir, selection = request.source.path, request.settings.selection
-        top = gitmeta.repository_root(project_dir) if request.mode == "repository" else None
+    def of(project_dir: Path, selection: config.Selection, *, in_repository: bool) -> _Tree:
+        """Asks git where the repository is only in repository mode, and only once per build."""
+        top = gitmeta.repository_root(project_dir) if in_repository else None
         if top is None or top == project_dir:
-            return _Tree(project_dir, "", selection)
+            return _Tree(project_dir, "", selection, git=top is not None)
         inner = os.path.relpath(project_dir, top).replace(os.sep, "/")
         return _Tree(
             top,
@@ -207,6 +210,7 @@ class _Tree:
                 tuple(f"{inner}/{pattern}" for pattern in selection.include),
                 tuple(f"{inner}/{pattern}" for pattern in selection.exclude),
             ),
+            git=True,
         )
 
     def exclude(self, outdir: Path) -> list[str]:
@@ -228,7 +232,7 @@ def _prepared_source(request: _Request) -> Iterator[Path]:
             yield source.path
     else:
         started = time.monotonic()
-        tree = _Tree.of(request)
+        tree = request.tree
         with lock.hold("shared"):
             copy = snapshot.take(
                 tree.root,
@@ -237,7 +241,7 @@ def _prepared_source(request: _Request) -> Iterator[Path]:
                 selection=tree.selection,
                 project_at_root=not tree.inner,
             )
-            if request.mode == "repository" and gitmeta.repository_root(tree.root) is not None:
+            if tree.git:
                 gitmeta.give_private_metadata(tree.root, copy.root)
         if request.args.verbosity > 0:
             what = f"the repository at {tree.root}" if tree.inner else "the project"
