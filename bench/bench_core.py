@@ -368,11 +368,17 @@ def timed_build(settings: Settings, tool: str, project: Path, flags: Sequence[st
     """One build and its cost; raises if it failed, since a failed run's time means nothing."""
     if tool == PLAIN:
         remove_build_state(project)  # untimed: plain build must neither profit from nor trip on it
+    command = build_command(tool, project, [*flags, "-o", str(outdir)])
+    return timed_wheel_build(tool, command, settings.env, outdir)
+
+
+def timed_wheel_build(tool: str, command: Sequence[str], env: dict[str, str], outdir: Path) -> Timing:
+    """Run ``command`` and time it; raises unless it left a valid wheel of the project in ``outdir``."""
     started, cpu = time.perf_counter(), own_cpu_seconds()
     done = subprocess.run(
-        build_command(tool, project, [*flags, "-o", str(outdir)]),
+        command,
         check=False,
-        env=settings.env,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

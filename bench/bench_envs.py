@@ -22,31 +22,26 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_core import (
-    EXPECTED_MODULES,
     PYPROJECT_PROJECT,
     Timing,
     background_load,
     build_env,
     describe_load,
-    last_line,
     median,
     note,
-    own_cpu_seconds,
     prepare_wheelhouse,
     remove_build_state,
     source_revision,
+    timed_wheel_build,
     tool_version,
     verdict,
-    wheel_problem,
     write_project,
 )
 from safe_build.buildenvs import MARKER, EnvStore
@@ -101,21 +96,7 @@ def command(settings: Settings, tool: str, project: Path, outdir: Path) -> list[
 def timed_build(settings: Settings, tool: str, project: Path, outdir: Path) -> Timing:
     """One wheel build and its cost; raises if it failed, since a failed run's time means nothing."""
     remove_build_state(project)  # untimed: what plain build and uv leave in the tree
-    started, cpu = time.perf_counter(), own_cpu_seconds()
-    done = subprocess.run(
-        command(settings, tool, project, outdir),
-        check=False,
-        env=settings.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    timing = Timing(time.perf_counter() - started, own_cpu_seconds() - cpu)
-    problem = f"exit {done.returncode}: {last_line(done.stdout)}" if done.returncode else None
-    problem = problem or wheel_problem(outdir, EXPECTED_MODULES["pyproject"])
-    if problem:
-        raise RuntimeError(f"{tool}: {problem}")
-    return timing
+    return timed_wheel_build(tool, command(settings, tool, project, outdir), settings.env, outdir)
 
 
 def change_source(project: Path, stamp: str) -> None:
