@@ -264,12 +264,13 @@ def compute(
     source = _hash_source(root, entries, expand_dirs=listed_by == "git", memo=memo)
     build_system = _build_system(os.path.join(root, inner) if inner else root)
     environment = {name: value for name, value in os.environ.items() if _affects_build(name)}
+    interpreter = _interpreter()
     parts = {
         "format": KEY_FORMAT,
         "source": source.digest,
         "inputs": inputs,
         "build-system": build_system,
-        "interpreter": _interpreter(),
+        "interpreter": interpreter,
         "installed": _installed(build_system["requires"]) if no_isolation else None,
         "environment": environment,
         "config-files": _config_files(),
@@ -284,7 +285,7 @@ def compute(
         read=source.read,
         build_backend=build_system["build_backend"],
         requires=tuple(build_system["requires"]),
-        tag=_interpreter()["tag"],
+        tag=interpreter["tag"],
         environment=tuple(sorted(environment)),
     )
 
