@@ -82,6 +82,7 @@ from functools import cache
 from pathlib import Path
 from typing import TypedDict
 
+import build
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name
@@ -521,7 +522,7 @@ def _interpreter() -> dict[str, str]:
         "abiflags": getattr(sys, "abiflags", ""),
         "encoding": codecs.lookup(locale.getpreferredencoding(False)).name,
         "tag": str(next(iter(sys_tags()))),
-        "build": importlib.metadata.version("build"),
+        "build": build.__version__,  # as options.py reports it, without reading metadata
         "safe-build": safe_build.__version__,
     }
 
