@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import optparse
 import os
+import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,7 +33,7 @@ from pip._internal.req.req_file import build_parser
 from safe_build import pipargs, pipconfig
 from safe_build.locks import NamedLock
 from safe_build.projectlock import environment_lock, keyed_lock_file
-from tests.conftest import run, run_parallel, tree_state
+from tests.conftest import run, run_parallel, tree_state, write_project
 
 ROUNDS = 2
 LOOP = (  # python -c LOOP N COMMAND…: run COMMAND N times, one after the other; exit with the worst code
@@ -462,6 +465,41 @@ def test_busy_environment_lock_is_reported_and_times_out(
         f"safe-build: error: timed out after 1.5s waiting for the environment lock on {prefix}"
     )
     assert not (site_packages(venv) / "flit_core").exists()
+
+
+def test_a_killed_safe_pip_leaves_its_pip_holding_the_environment_lock(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """safe-pip hands its lock descriptors to pip: SIGKILL safe-pip alone while pip builds an sdist,
+    and the venv stays locked until that pip ends; no other install slips in beside it."""
+    source = write_project(tmp_path / "slow-1.0", "slow")
+    sdist = tmp_path / "slow-1.0.tar.gz"  # the whole tree, in-tree backend included: pip builds it
+    with tarfile.open(sdist, "w:gz") as archive:
+        archive.add(source, arcname=source.name)
+    [venv] = make_venvs(1)
+    marker = tmp_path / "backend-started"
+    slow_env = {**pip_env, "SLOW_BACKEND_MARKER": str(marker), "SLOW_BACKEND_SECONDS": "8"}
+    installing = subprocess.Popen(
+        safe_pip("--python", venv, "install", "--quiet", "--no-build-isolation", sdist),
+        env=slow_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and "build_wheel" in marker.read_text()):
+        assert installing.poll() is None, "pip ended before it built the wheel"
+        assert time.monotonic() < deadline, "pip never reached build_wheel"
+        time.sleep(0.05)
+    os.kill(installing.pid, signal.SIGKILL)
+    installing.wait()
+    beside = run(
+        safe_pip("--python", venv, "install", "flit_core"), {**pip_env, "SAFE_BUILD_LOCK_TIMEOUT": "1"}
+    )
+    assert beside.returncode == 3, beside.stdout + beside.stderr
+    assert "timed out after 1.0s waiting for the environment lock" in beside.stderr
+    after = run(safe_pip("--python", venv, "install", "--quiet", "flit_core"), pip_env)  # once that pip ends
+    assert after.returncode == 0, after.stderr
+    assert environment_problems([venv], pip_env, ["slow", "flit_core"], []) == []
 
 
 def test_cache_purge_waits_for_the_pip_cache_lock(make_venvs: MakeVenvs, pip_env: dict[str, str]) -> None:

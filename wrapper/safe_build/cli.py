@@ -43,9 +43,12 @@ def _command(arguments: list[str]) -> int:
 
         return cache.run(arguments[1:])
     if arguments[:1] == ["pip"]:
-        from safe_build.commands import pip  # noqa: PLC0415
+        from safe_build import pipgate  # noqa: PLC0415
 
-        return pip.run(arguments[1:])
+        with pipgate.started(arguments[1:]) as gate:  # pip starts while safe-pip decides its locks
+            from safe_build.commands import pip  # noqa: PLC0415
+
+            return pip.run(arguments[1:], gate)
     if arguments[:1] == ["venv"]:
         from safe_build.commands import venv  # noqa: PLC0415
 

@@ -67,11 +67,11 @@ class NamedLock:
         self._holders_dir = lock_file.with_name(lock_file.name + ".holders")
 
     @contextlib.contextmanager
-    def hold(self, mode: Mode) -> Iterator[None]:
-        """Hold the lock in ``mode`` for the body of the ``with`` statement.
+    def hold(self, mode: Mode) -> Iterator[int]:
+        """Hold the lock in ``mode`` for the body of the ``with`` statement; its descriptor.
 
-        Release is closing our descriptor, not unlocking it: a forked child that shares the
-        open file keeps the lock until it is done too.
+        Release is closing our descriptor, not unlocking it: a child that shares the open file
+        (forked, or handed the descriptor) keeps the lock until it is done too.
         """
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
@@ -79,7 +79,7 @@ class NamedLock:
             self._acquire(fd, fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX)
             record = self._write_record(mode)
             try:
-                yield
+                yield fd
             finally:
                 with contextlib.suppress(OSError):
                     record.unlink()

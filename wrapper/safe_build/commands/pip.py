@@ -11,6 +11,9 @@ runs the real pip with the arguments unchanged, and around it:
 - holds the project lock of every editable project, exclusive: pip builds those in place;
 - holds the environment lock, exclusive, for every command that changes an environment.
 
+pip itself is started first and waits at a gate (``pipgate``) until the locks are held; it
+keeps them until it exits.
+
 Locks are taken in one order, the same everywhere: cache, then project, then environment; the
 builds happen before any project lock is held. So no two safe-pips wait for each other in a
 circle.
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safe_build import config, pipargs, pipconfig, publish, runner, workdirs
+from safe_build import config, pipargs, pipconfig, pipgate, publish, runner, workdirs
 from safe_build.errors import SafeBuildError, Terminated
 from safe_build.locks import Mode, NamedLock
 from safe_build.projectlock import environment_lock, keyed_lock_file, project_lock
@@ -46,8 +49,6 @@ CHANGING = frozenset({"install", "uninstall"})  # commands that change an enviro
 USING_CACHE = frozenset({"install", "download", "wheel", "lock", "index", "list", "cache"})
 CLEARING_CACHE = frozenset({"purge", "remove"})  # ``pip cache`` subcommands that delete entries
 BUILDING = frozenset({"install", "wheel"})  # commands whose local projects safe-build builds
-# pip's own flag for the pip that ``--python`` starts: the target pip must not start another one
-RUNNING_IN_SUBPROCESS = "_PIP_RUNNING_IN_SUBPROCESS"
 # the settings of pip's command line that pip passes on to the builds it runs, as variables
 BUILD_VARIABLES = {
     "--index-url": "PIP_INDEX_URL",
@@ -126,24 +127,27 @@ class Shim:
     dist_info: str  # the name of the wheel's .dist-info directory
 
 
-def run(argv: Sequence[str]) -> int:
+def run(argv: Sequence[str], gate: pipgate.Gate | None = None) -> int:
+    """Run pip with ``argv`` under the locks it needs; ``gate``: a pip started early, if it fits."""
     args = pipargs.parse(argv)
     target = _find_target(args)
     if args.command is None or target.prefix is None:
-        return _run_pip(target, argv)  # nothing to protect, or pip reports an error
-    return _run_locked(args, target, target.prefix)
+        return _run_pip(target, argv, gate, [])  # nothing to protect, or pip reports an error
+    return _run_locked(args, target, target.prefix, gate)
 
 
-def _run_locked(args: pipargs.PipArgs, target: Target, prefix: Path) -> int:
+def _run_locked(args: pipargs.PipArgs, target: Target, prefix: Path, gate: pipgate.Gate | None) -> int:
     """pip under the locks the command needs, its local projects built first."""
     cache = config.cache_dir()
     timeout = config.lock_timeout(None)
     settings = pipconfig.load(prefix, isolated=args.isolated)
     location = pipargs.install_location(args, settings) if args.command == "install" else pipargs.Location()
+    descriptors: list[int] = []  # of the locks held, for pip to keep
     with contextlib.ExitStack() as held:
         pip_cache = pipargs.cache_dir(args, settings)
         if args.command in USING_CACHE and pip_cache is not None:
-            held.enter_context(_pip_cache_lock(cache, pip_cache, timeout).hold(_cache_mode(args)))
+            lock = _pip_cache_lock(cache, pip_cache, timeout)
+            descriptors.append(held.enter_context(lock.hold(_cache_mode(args))))
         requirements = pipargs.requirements(args) if args.command in BUILDING and args.understood else None
         arguments, shims = list(args.argv), []
         if requirements is not None and requirements.projects:
@@ -157,11 +161,11 @@ def _run_locked(args: pipargs.PipArgs, target: Target, prefix: Path) -> int:
             {Path(os.path.realpath(path)) for path in requirements.editables} if requirements else ()
         )
         for project in editables:  # sorted: two commands naming the same projects lock them in one order
-            held.enter_context(project_lock(cache, project, timeout).hold("exclusive"))
+            descriptors.append(held.enter_context(project_lock(cache, project, timeout).hold("exclusive")))
         if args.command in CHANGING:
             lock = _install_lock(cache, target.python, prefix, location, timeout)
-            held.enter_context(lock.hold("exclusive"))
-        code = _run_pip(target, arguments)
+            descriptors.append(held.enter_context(lock.hold("exclusive")))
+        code = _run_pip(target, arguments, gate, descriptors)
         if code == 0 and shims and args.command == "install" and args.last("--dry-run") is None:
             _record_origins(shims, _install_dirs(target.python, location))
         return code
@@ -176,47 +180,30 @@ def _find_target(args: pipargs.PipArgs) -> Target:
     named = args.python or pipconfig.load(None, isolated=args.isolated).value(None, "python")
     env = dict(os.environ)
     if named is not None:
-        python = _identify(named)
+        python = pipgate.interpreter_of(named)
         if python is None:  # our pip says so, in pip's words
             _check_own_pip(f"there is no Python interpreter at {named} (--python)", "name one, or a venv")
             return Target(sys.executable, (), env, named, None)
-        env[RUNNING_IN_SUBPROCESS] = "1"
+        env[pipgate.RUNNING_IN_SUBPROCESS] = "1"
     else:
         python = _default_python()
     prefix, has_pip = _environment(python)
     if has_pip:
         return Target(python, (), env, python, prefix)
-    env.pop(RUNNING_IN_SUBPROCESS, None)  # our pip is to start the target's Python itself
+    env.pop(pipgate.RUNNING_IN_SUBPROCESS, None)  # our pip is to start the target's Python itself
     no_pip = f"{python} has no pip, and neither has safe-build's own Python ({sys.executable})"
     _check_own_pip(no_pip, f"install pip into it: {python} -m ensurepip")
     return Target(sys.executable, () if named is not None else ("--python", python), env, python, prefix)
 
 
-def _identify(named: str) -> str | None:
-    """pip's reading of ``--python``: an interpreter, or a venv directory holding one."""
-    if os.path.isdir(named):
-        return next(
-            (
-                str(path)
-                for path in (Path(named, "bin", "python"), Path(named, "Scripts", "python.exe"))
-                if path.exists()
-            ),
-            None,
-        )
-    return named if os.path.exists(named) else None
-
-
 def _default_python() -> str:
+    found = pipgate.active_python()
     venv = os.environ.get("VIRTUAL_ENV")
-    if venv:
-        python = Path(venv, "bin", "python")
-        if not python.exists():
-            raise SafeBuildError(
-                f"the active virtual environment {venv} (VIRTUAL_ENV) has no bin/python",
-                hint="activate an existing one, or name one with --python",
-            )
-        return str(python)
-    found = shutil.which("python") or shutil.which("python3")
+    if venv and not (found and os.path.exists(found)):
+        raise SafeBuildError(
+            f"the active virtual environment {venv} (VIRTUAL_ENV) has no bin/python",
+            hint="activate an existing one, or name one with --python",
+        )
     if found is None:
         raise SafeBuildError(
             "no Python to run pip with: no virtual environment is active and there is no python on PATH",
@@ -433,15 +420,19 @@ def _replace(path: Path, content: bytes) -> None:
 # --- running pip ---------------------------------------------------------------------------------
 
 
-def _run_pip(target: Target, arguments: Sequence[str]) -> int:
-    """Run pip in our process group (it may ask questions on the terminal); its exit code.
+def _run_pip(
+    target: Target, arguments: Sequence[str], gate: pipgate.Gate | None, descriptors: Sequence[int]
+) -> int:
+    """Run pip in our process group (it may ask questions on the terminal), keeping the locks
+    of ``descriptors``; its exit code. The pip started early runs if it is the right one.
 
     An interruption is passed on to pip, which gets a moment to stop before it is killed.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    command = [target.interpreter, "-m", "pip", *target.leading, *arguments]
-    process = subprocess.Popen(command, env=target.env)
+    if gate is None or not gate.fits(target.interpreter, target.env):
+        gate = pipgate.Gate(target.interpreter, target.env)
+    process = gate.open([*target.leading, *arguments], descriptors)
     try:
         code = process.wait()
     except BaseException as stop:
