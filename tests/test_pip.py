@@ -502,6 +502,33 @@ def test_a_killed_safe_pip_leaves_its_pip_holding_the_environment_lock(
     assert environment_problems([venv], pip_env, ["slow", "flit_core"], []) == []
 
 
+def test_a_pip_reinstalled_while_safe_pip_waits_runs_afresh(
+    make_venvs: MakeVenvs, pip_env: dict[str, str]
+) -> None:
+    """The pip that safe-pip starts early imports pip while safe-pip waits for the lock; if pip's
+    files change meanwhile (another pip reinstalled pip), the new pip runs, not a mix of the two."""
+    [venv] = make_venvs(1)
+    cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
+    prefix = Path(os.path.realpath(venv))
+    with environment_lock(cache, prefix, 10, inside=True).hold("exclusive"):
+        installing = subprocess.Popen(
+            safe_pip("--python", venv, "install", "--quiet", "flit_core"),
+            env=pip_env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert installing.stderr is not None
+        waiting = installing.stderr.readline()
+        assert waiting.startswith("safe-build: waiting for the environment lock"), waiting
+        time.sleep(2)  # the early pip has imported pip by now
+        init = site_packages(venv) / "pip" / "__init__.py"
+        init.write_text(init.read_text() + "\nimport sys\nsys.stderr.write('the reinstalled pip\\n')\n")
+    rest = installing.communicate()[1]
+    assert installing.returncode == 0, rest
+    assert "the reinstalled pip" in rest
+    assert (site_packages(venv) / "flit_core").is_dir()
+
+
 def test_cache_purge_waits_for_the_pip_cache_lock(make_venvs: MakeVenvs, pip_env: dict[str, str]) -> None:
     [venv] = make_venvs(1)
     pip_cache = Path(os.path.realpath(pip_env["PIP_CACHE_DIR"]))
