@@ -144,7 +144,20 @@ def write_project(root: Path, kind: str) -> Path:
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Wheels of every build requirement the fixture projects use, downloaded once per session."""
-    house = tmp_path_factory.mktemp("wheelhouse")
+    return download_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
+
+
+def offline_env(wheelhouse: Path, cache_dir: Path) -> dict[str, str]:
+    """What ``env`` sets: offline pip from ``wheelhouse``; safe-build keeps its state in ``cache_dir``."""
+    return {
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "SAFE_BUILD_CACHE_DIR": str(cache_dir),
+    }
+
+
+def download_wheelhouse(house: Path) -> Path:
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(house), *BUILD_REQUIREMENTS],
         check=True,
@@ -161,12 +174,7 @@ def env(
     Tests marked ``uncached`` are about builds that run at once: the wheel cache would turn all
     but one of them into cache hits.
     """
-    values = {
-        "PIP_NO_INDEX": "1",
-        "PIP_FIND_LINKS": str(wheelhouse),
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "SAFE_BUILD_CACHE_DIR": str(tmp_path / "safe-build-cache"),
-    }
+    values = offline_env(wheelhouse, tmp_path / "safe-build-cache")
     if request.node.get_closest_marker("uncached"):
         values["SAFE_BUILD_NO_CACHE"] = "1"
     for key, value in values.items():
