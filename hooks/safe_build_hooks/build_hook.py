@@ -38,3 +38,7 @@ def _build(package: Path, options: argparse.Namespace) -> list[str]:
 
 def entrypoint() -> None:
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -45,3 +45,7 @@ def _check(package: Path, options: argparse.Namespace) -> list[str]:
 
 def entrypoint() -> None:
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()
