@@ -1,0 +1,5 @@
+"""Shouting."""
+
+
+def shout(text: str) -> str:
+    return f"{text.upper()}!"

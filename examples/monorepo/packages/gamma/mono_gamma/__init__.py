@@ -1,0 +1,5 @@
+"""Whispering."""
+
+
+def whisper(text: str) -> str:
+    return f"{text.lower()}..."

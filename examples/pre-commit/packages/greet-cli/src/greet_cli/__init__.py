@@ -1,0 +1,1 @@
+"""Greetings on the command line."""
