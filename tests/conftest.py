@@ -199,9 +199,11 @@ def plain_build_command(*args: str | Path) -> list[str]:
 
 
 def run(
-    command: Sequence[str], env: dict[str, str], cwd: Path | None = None
+    command: Sequence[str], env: dict[str, str], cwd: Path | None = None, timeout: float | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout
+    )
 
 
 def run_parallel(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
-from safe_build.errors import LockTimeout
+from safe_build.errors import LockTimeout, SafeBuildError
 from safe_build.processes import pid_alive
 
 Mode = Literal["shared", "exclusive"]
@@ -73,8 +73,11 @@ class NamedLock:
         Release is closing our descriptor, not unlocking it: a child that shares the open file
         (forked, or handed the descriptor) keeps the lock until it is done too.
         """
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise unwritable_state(self.lock_file.parent, error) from None
         try:
             self._acquire(fd, fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX)
             record = self._write_record(mode)
@@ -156,12 +159,10 @@ def try_own(lock_file: Path) -> int | None:
 
     None also when the path no longer names the file we locked: someone removed it meanwhile, so
     the lock would protect nothing. Only owners of never-reused names (private directories)
-    use this; their lock files may be removed by whoever holds them.
+    use this; their lock files may be removed by whoever holds them. OSError: the file cannot be
+    opened or created.
     """
-    try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        return None
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         if _try_lock(fd, fcntl.LOCK_EX) and os.path.samestat(os.fstat(fd), os.stat(lock_file)):
             return fd
@@ -169,6 +170,15 @@ def try_own(lock_file: Path) -> int | None:
         pass
     os.close(fd)
     return None
+
+
+def unwritable_state(directory: Path, error: OSError) -> SafeBuildError:
+    """The error for a directory where safe-build cannot keep its lock files or private directories."""
+    return SafeBuildError(
+        f"cannot write to {directory} ({error.strerror}), where safe-build keeps its locks and private files",
+        hint="make it writable, or choose another cache directory with --cache-dir or SAFE_BUILD_CACHE_DIR",
+        path=directory,
+    )
 
 
 def _try_lock(fd: int, operation: int) -> bool:

@@ -15,21 +15,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from safe_build.fsutil import remove_tree
-from safe_build.locks import try_own
+from safe_build.locks import try_own, unwritable_state
 
 
 @contextlib.contextmanager
 def private_dir(cache_dir: Path) -> Iterator[Path]:
     """A fresh directory only this process uses; removed on exit, or by a later run after a crash."""
     root = cache_dir / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    sweep(root)
-    while True:
-        name = f"{os.getpid()}-{secrets.token_hex(6)}"
-        lock_path = root / f"{name}.lock"
-        owner = try_own(lock_path)  # None: a sweep removed the new file before we locked it
-        if owner is not None:
-            break
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        sweep(root)
+        while True:
+            name = f"{os.getpid()}-{secrets.token_hex(6)}"
+            lock_path = root / f"{name}.lock"
+            owner = try_own(lock_path)  # None: a sweep removed the new file before we locked it
+            if owner is not None:
+                break
+    except OSError as error:
+        raise unwritable_state(root, error) from None
     work = root / name
     try:
         work.mkdir()
@@ -45,7 +48,10 @@ def sweep(root: Path) -> int:
     """Remove the work directories of owners that no longer run; return how many were removed."""
     removed = 0
     for lock_path in root.glob("*.lock"):
-        owner = try_own(lock_path)
+        try:
+            owner = try_own(lock_path)
+        except OSError:  # not ours to open, so not ours to sweep
+            continue
         if owner is None:
             continue  # alive, or already swept by someone else
         try:

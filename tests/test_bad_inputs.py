@@ -1,0 +1,470 @@
+"""Bad input, case by case: the one error line, the exit code, and nothing written.
+
+Real safe-build, safe-pip and pip processes on real files. Every case runs against one prepared
+world: a flit project, an output directory holding its wheel, a cache holding that wheel's entry
+and the build environment it was built in, and a venv. A snapshot of the world and of the
+case's own directory, taken once the case has set up its bad input and again after the command,
+must be equal: refusing an input writes nothing. Only safe-build's bookkeeping may appear in the
+cache and the venv, since lock files are never deleted and the key's stat memo is kept for the
+next build.
+
+Unreadable and unwritable places are made with chmod; as root, the command then runs without the
+capabilities that let root ignore permissions (setpriv drops them from its bounding set). A full
+disk is a small tmpfs, mounted only as root.
+
+A damaged cache entry is not refused: it is rebuilt, and never published; its cases are below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from safe_build.projectlock import ENVIRONMENT_LOCK_NAME, project_lock
+from tests.conftest import (
+    PROJECTS,
+    members,
+    offline_env,
+    run,
+    safe_build_command,
+    tree_state,
+    wheel_problems,
+    write_project,
+)
+
+WHEEL = "demo_flit-3.0-py2.py3-none-any.whl"
+FLIT_TOML = PROJECTS["flit"]["pyproject.toml"]
+# what a refused command may add: lock files and their holders' records, the key's stat memo
+BOOKKEEPING = ("cache/locks", "cache/key-memos", f"venv/{ENVIRONMENT_LOCK_NAME}")
+BUILD_FAILED = "see the build output above; nothing was written to the output directory"
+STATE_HINT = (
+    "where safe-build keeps its locks and private files; "
+    "make it writable, or choose another cache directory with --cache-dir or SAFE_BUILD_CACHE_DIR"
+)
+SECONDS_HINT = "give a number of seconds, 0 or more (0 means: do not wait at all)"
+UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+TIMEOUT = 120  # a refusal is quick: a command still running after this hangs
+
+
+@dataclass(frozen=True)
+class World:
+    """What every case runs against, and must leave as it was."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def project(self) -> Path:
+        return self.root / "project"
+
+    @property
+    def outdir(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def venv(self) -> Path:
+        return self.root / "venv"
+
+    @property
+    def file(self) -> Path:
+        return self.root / "file.txt"
+
+
+@pytest.fixture(scope="module")
+def world(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """Built once: an isolated --wheel build fills the output directory and the cache."""
+    root = tmp_path_factory.mktemp("world")
+    world = World(root, {**os.environ, **offline_env(wheelhouse, root / "cache")})
+    write_project(world.project, "flit")
+    built = run(safe_build_command(world.project, "--wheel", "-o", world.outdir), world.env)
+    assert built.returncode == 0, built.stderr
+    made = run([sys.executable, "-m", "venv", "--without-pip", str(world.venv)], world.env)
+    assert made.returncode == 0, made.stderr
+    world.file.write_text("not a directory\n")
+    return world
+
+
+Fields = dict[str, str]  # {name} in a case's command, variables and line -> its path
+
+
+def fields(world: World, case_dir: Path) -> Fields:
+    return {
+        "project": str(world.project),
+        "out": str(world.outdir),
+        "cache": str(world.cache),
+        "venv": str(world.venv),
+        "file": str(world.file),
+        "bad": str(case_dir / "bad"),
+        "missing": str(case_dir / "missing"),
+        "full": str(case_dir / "full"),
+        "pid": str(os.getpid()),
+    }
+
+
+def fill(text: str, values: Fields, escape: Callable[[str], str] = str) -> str:
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", escape(value))
+    return text
+
+
+# --- what a case sets up before its command, and undoes after it ---------------------------------
+
+Setting = Callable[[Fields], contextlib.AbstractContextManager[None]]
+
+
+def chmod(field_name: str, relative: str, mode: int) -> Setting:
+    """``{field_name}/relative`` (made as a directory if missing) with ``mode`` for the command."""
+
+    @contextlib.contextmanager
+    def setting(values: Fields) -> Iterator[None]:
+        path = Path(values[field_name], relative)
+        if not path.exists():
+            path.mkdir(parents=True)
+        before = path.stat().st_mode
+        path.chmod(mode)
+        try:
+            yield
+        finally:
+            path.chmod(before)
+
+    return setting
+
+
+@contextlib.contextmanager
+def full_disk(values: Fields) -> Iterator[None]:
+    """``{full}``: a 64 KiB tmpfs with no space left."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = Path(values["full"])
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with contextlib.suppress(OSError), (mount / "filler").open("wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        yield
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@contextlib.contextmanager
+def project_locked(values: Fields) -> Iterator[None]:
+    """The project lock held exclusive by this test process, as an in-place build would hold it."""
+    with project_lock(Path(values["cache"]), Path(values["project"]), 60).hold("exclusive"):
+        yield
+
+
+# --- the cases -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command (after ``python -m safe_build``) that must fail with ``code`` and end with ``line``.
+
+    ``{name}`` stands for a path of ``fields`` in the command, the variables and the line; a
+    ``pattern`` line is a regular expression (the paths in it are taken literally).
+    """
+
+    command: tuple[str, ...]
+    code: int
+    line: str
+    files: Mapping[str, str] = field(default_factory=dict)  # written below {bad}
+    env: Mapping[str, str] = field(default_factory=dict)
+    setting: Setting | None = None
+    unprivileged: bool = False  # run as a user whom permissions stop, even as root
+    pattern: bool = False
+
+
+def backend(name: str, **files: str) -> dict[str, str]:
+    """A project whose in-tree backend is the module ``name`` (``files`` are its other files)."""
+    toml = f"[build-system]\nrequires = []\nbuild-backend = {name!r}\nbackend-path = ['.']\n"
+    return {"pyproject.toml": toml, **{f"{module}.py": text for module, text in files.items()}}
+
+
+def flit(toml: str = FLIT_TOML) -> dict[str, str]:
+    return {**PROJECTS["flit"], "pyproject.toml": toml}
+
+
+def build_failed(what: str) -> str:
+    return f"safe-build: error: building {{bad}} failed: {what}; {BUILD_FAILED}"
+
+
+BAD = ("{bad}", "-nw", "-o", "{out}")
+GOOD = ("{project}", "-nw", "-o", "{out}")
+CASES: dict[str, Case] = {
+    "broken-toml": Case(
+        BAD,
+        2,
+        "safe-build: error: invalid TOML in {bad}/pyproject.toml: Expected ']' at the end of a table "
+        "declaration (at line 1, column 9); fix the file and build again",
+        files={"pyproject.toml": "[project\nname = 'x'\n"},
+    ),
+    "build-system-without-requires": Case(
+        BAD,
+        1,
+        build_failed(
+            "Failed to validate `build-system` in pyproject.toml: `requires` is a required property"
+        ),
+        files=flit(FLIT_TOML.replace('requires = ["flit_core>=3.9"]\n', "")),
+    ),
+    "backend-raises": Case(
+        BAD,
+        1,
+        build_failed("Backend subprocess exited when trying to invoke build_wheel"),
+        files=backend(
+            "broken", broken="def build_wheel(*args, **kwargs):\n    raise RuntimeError('exploded')\n"
+        ),
+    ),
+    "config-setting-without-value": Case(
+        (*GOOD, "-C"), 2, "safe-build: error: argument --config-setting/-C: expected one argument"
+    ),
+    "config-setting-the-backend-refuses": Case(
+        (*BAD, "-C--build-option=--bogus"),
+        1,
+        build_failed("Backend subprocess exited when trying to invoke build_wheel"),
+        files=PROJECTS["setuptools"],
+    ),
+    "config-json-not-an-object": Case(
+        (*GOOD, "--config-json=[1]"),
+        2,
+        'safe-build: error: --config-json must contain a JSON object; pass e.g. {"key": "value"}',
+    ),
+    "unknown-tool-key": Case(
+        BAD,
+        2,
+        "safe-build: error: unknown key 'isolaton' in [tool.safe-build] of {bad}/pyproject.toml; did you "
+        "mean 'isolation'? valid keys: isolation, include, exclude, lock-timeout, fresh-env, env-max-age",
+        files=flit(FLIT_TOML + '\n[tool.safe-build]\nisolaton = "copy"\n'),
+    ),
+    "bad-tool-value": Case(
+        BAD,
+        2,
+        f"safe-build: error: invalid value 'soon' for lock-timeout in [tool.safe-build] of "
+        f"{{bad}}/pyproject.toml; {SECONDS_HINT}",
+        files=flit(FLIT_TOML + '\n[tool.safe-build]\nlock-timeout = "soon"\n'),
+    ),
+    "bad-variable": Case(
+        GOOD,
+        2,
+        f"safe-build: error: invalid value 'soon' for SAFE_BUILD_LOCK_TIMEOUT; {SECONDS_HINT}",
+        env={"SAFE_BUILD_LOCK_TIMEOUT": "soon"},
+    ),
+    "missing-srcdir": Case(
+        ("{missing}", "-nw", "-o", "{out}"),
+        2,
+        "safe-build: error: no such file or directory: {missing}; "
+        "pass the project directory (the one with pyproject.toml or setup.py)",
+    ),
+    "unreadable-srcdir": Case(
+        BAD,
+        2,
+        "safe-build: error: cannot read project directory {bad}: Permission denied; "
+        "fix its permissions or run as a user who can read it",
+        files=flit(),
+        setting=chmod("bad", "", 0o000),
+        unprivileged=True,
+    ),
+    "unreadable-pyproject": Case(
+        BAD,
+        2,
+        "safe-build: error: cannot read {bad}/pyproject.toml: Permission denied; fix its permissions",
+        files=flit(),
+        setting=chmod("bad", "pyproject.toml", 0o000),
+        unprivileged=True,
+    ),
+    "unwritable-outdir": Case(
+        GOOD,
+        2,
+        "safe-build: error: cannot write to output directory {out} (no write permission on {out}); "
+        "choose another with -o",
+        setting=chmod("out", "", 0o555),
+        unprivileged=True,
+    ),
+    "outdir-is-a-file": Case(
+        ("{project}", "-nw", "-o", "{file}"),
+        2,
+        "safe-build: error: output directory {file} is not a directory; choose another with -o",
+    ),
+    "unwritable-cache-dir": Case(
+        GOOD,
+        2,
+        f"safe-build: error: cannot write to {{bad}}/tmp (Permission denied), {STATE_HINT}",
+        env={"SAFE_BUILD_CACHE_DIR": "{bad}"},
+        setting=chmod("bad", "", 0o555),
+        unprivileged=True,
+    ),
+    # once, safe-build waited forever for a lock file it could not create
+    "unwritable-private-dirs": Case(
+        GOOD,
+        2,
+        f"safe-build: error: cannot write to {{bad}}/tmp (Permission denied), {STATE_HINT}",
+        env={"SAFE_BUILD_CACHE_DIR": "{bad}"},
+        setting=chmod("bad", "tmp", 0o555),
+        unprivileged=True,
+    ),
+    "cache-dir-is-a-file": Case(
+        GOOD,
+        2,
+        f"safe-build: error: cannot write to {{file}}/tmp (Not a directory), {STATE_HINT}",
+        env={"SAFE_BUILD_CACHE_DIR": "{file}"},
+    ),
+    "lock-timeout": Case(
+        (*GOOD, "--no-cache", "--lock-timeout", "0.5"),
+        3,
+        r"safe-build: error: timed out after 0\.5s waiting for the project lock on {project} \(held by "
+        r"pid {pid}: safe-build .*, exclusive, for \d+\.\ds\); "
+        r"wait for that process to finish or stop it, or raise --lock-timeout",
+        setting=project_locked,
+        pattern=True,
+    ),
+    "cache-prune-bad-size": Case(
+        ("cache", "prune", "--max-size", "lots"),
+        2,
+        "safe-build: error: invalid value 'lots' for --max-size; give a size: 500M, 2G, 1.5GiB or plain "
+        "bytes; K, M, G, T count in 1000s, Ki, Mi, Gi, Ti in 1024s",
+    ),
+    "venv-path-is-a-file": Case(
+        ("venv", "{file}"),
+        2,
+        "safe-build: error: {file} is a file, not a virtual environment; choose another venv path",
+    ),
+    "venv-path-is-a-project": Case(
+        ("venv", "{project}"),
+        2,
+        "safe-build: error: {project} is a directory that is not empty and not a virtual environment; "
+        "choose another venv path; nothing was changed",
+    ),
+    # what pip refuses, pip reports: its own last line and exit code
+    "pip-unknown-option": Case(
+        ("pip", "--python", "{venv}", "install", "--bogus", "{project}"), 2, "no such option: --bogus"
+    ),
+    "pip-bad-requirement-file-line": Case(
+        ("pip", "--python", "{venv}", "install", "-r", "{bad}/requirements.txt"),
+        1,
+        "__main__.py: error: no such option: --bogus",
+        files={"requirements.txt": "--bogus\n"},
+    ),
+    "pip-python-is-a-file": Case(
+        ("pip", "--python", "{file}", "install", "{project}"),
+        1,
+        "ERROR: Failed to run pip under {file}: [Errno 13] Permission denied: '{file}'",
+    ),
+}
+XFAIL = {
+    "pip-python-is-a-file": "safe-pip runs a --python that is no interpreter itself, to ask where it "
+    "installs, and lets the PermissionError out as 'safe-build: error: Permission denied: FILE' instead "
+    "of pip's own error",
+}
+
+
+def snapshot(world: World, case_dir: Path) -> dict[str, tuple[int, bytes | str]]:
+    """The world and the case's directory, but for the bookkeeping and the (empty) private root."""
+    state = {f"case/{name}": value for name, value in tree_state(case_dir).items()}
+    for name, value in tree_state(world.root).items():
+        if not name.startswith(BOOKKEEPING) and name != "cache/tmp":
+            state[f"world/{name}"] = value
+    return state
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=XFAIL[name]))
+        if name in XFAIL
+        else name
+        for name in CASES
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(name: str, world: World, tmp_path: Path) -> None:
+    case = CASES[name]
+    values = fields(world, tmp_path)
+    for relative, text in case.files.items():
+        (tmp_path / "bad" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "bad" / relative).write_text(text)
+    prefix: tuple[str, ...] = ()
+    if case.unprivileged and os.geteuid() == 0:
+        if shutil.which(UNPRIVILEGED[0]) is None:
+            pytest.skip("as root, permissions are only tested through setpriv")
+        prefix = UNPRIVILEGED
+    command = [*prefix, *safe_build_command(*(fill(arg, values) for arg in case.command))]
+    env = {**world.env, **{key: fill(value, values) for key, value in case.env.items()}}
+    with case.setting(values) if case.setting else contextlib.nullcontext():
+        before = snapshot(world, tmp_path)
+        result = run(command, env, timeout=TIMEOUT)
+        after = snapshot(world, tmp_path)
+    lines = result.stderr.strip().splitlines() or [""]
+    expected = fill(case.line, values, re.escape if case.pattern else str)
+    assert result.returncode == case.code, result.stderr
+    assert re.fullmatch(expected, lines[-1]) if case.pattern else lines[-1] == expected
+    ours = [line for line in lines if line.startswith("safe-build: error:")]
+    assert len(ours) == (0 if case.command[0] == "pip" else 1), result.stderr  # pip's refusals are pip's
+    assert "Successfully built" not in result.stdout
+    assert sorted(set(before) ^ set(after)) == [], "bad input must write nothing"
+    assert [key for key in before if before[key] != after[key]] == [], "bad input must change nothing"
+    assert sorted(os.listdir(world.cache / "tmp")) == [], "a private directory was left behind"
+
+
+# --- a damaged cache entry: rebuilt, never published ---------------------------------------------
+
+
+def truncate(wheel: Path) -> None:
+    wheel.write_bytes(wheel.read_bytes()[:100])
+
+
+def flip_a_byte(wheel: Path) -> None:
+    """Same size, other bytes: the size check passes, the sha256 does not."""
+    data = bytearray(wheel.read_bytes())
+    data[40] ^= 0xFF
+    wheel.write_bytes(bytes(data))
+
+
+def garble_entry_json(wheel: Path) -> None:
+    wheel.with_name("entry.json").write_text("garbage")
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "truncated-artifact": truncate,
+    "same-size-other-bytes": flip_a_byte,
+    "artifact-missing": Path.unlink,
+    "entry-json-garbage": garble_entry_json,
+}
+
+
+def entry_of(world: World) -> Path:
+    [entry] = [path.parent for path in (world.cache / "wheels").glob(f"*/*/{WHEEL}")]
+    return entry
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_cache_entry_is_rebuilt_and_never_published(
+    damage: str, world: World, tmp_path: Path
+) -> None:
+    entry = entry_of(world)
+    good = members(world.outdir / WHEEL)
+    DAMAGE[damage](entry / WHEEL)
+    outdir = tmp_path / "out"
+    result = run(safe_build_command(world.project, "--wheel", "-o", outdir), world.env, timeout=TIMEOUT)
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, f"Successfully built {WHEEL}", "")
+    assert os.listdir(outdir) == [WHEEL]
+    assert wheel_problems(outdir / WHEEL) == []
+    assert members(outdir / WHEEL) == good
+    [artifact] = json.loads((entry_of(world) / "entry.json").read_text())["artifacts"]
+    assert artifact["sha256"] == hashlib.sha256((entry_of(world) / WHEEL).read_bytes()).hexdigest()
