@@ -303,6 +303,14 @@ CASES: dict[str, Case] = {
         2,
         "safe-build: error: output directory {file} is not a directory; choose another with -o",
     ),
+    # a cache hit (the world's own build), so that only publishing is left to fail
+    "outdir-on-a-full-disk": Case(
+        ("{project}", "--wheel", "-o", "{full}/out"),
+        2,
+        f"safe-build: error: cannot write {WHEEL} to the output directory {{full}}/out "
+        "(No space left on device); make room there, or choose another with -o",
+        setting=full_disk,
+    ),
     "unwritable-cache-dir": Case(
         GOOD,
         2,

@@ -14,7 +14,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +43,29 @@ def check_output_dir(outdir: Path) -> None:
             f"cannot write to output directory {outdir} (no write permission on {probe})",
             hint="choose another with -o",
         )
+
+
+def publish_files(sources: Sequence[Path], outdir: Path) -> list[Path]:
+    """Publish each of ``sources`` into ``outdir`` (see ``publish_file``); return the final paths.
+
+    One that cannot be written (a full disk) is one line naming it and the directory, and the
+    directories made for it are removed again if they are empty.
+    """
+    made = [directory for directory in (outdir, *outdir.parents) if not directory.exists()]
+    published = []
+    for source in sources:
+        try:
+            published.append(publish_file(source, outdir))
+        except OSError as error:
+            for directory in made:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            raise SafeBuildError(
+                f"cannot write {source.name} to the output directory {outdir} ({error.strerror})",
+                hint="make room there, or choose another with -o",
+                path=outdir,
+            ) from None
+    return published
 
 
 def publish_file(source: Path, outdir: Path) -> Path:

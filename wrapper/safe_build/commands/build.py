@@ -128,7 +128,7 @@ def _through_cache(request: _Request) -> list[Path]:
             elif request.args.verbosity > 0:
                 built_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.built_at))
                 print(f"* Reusing cache entry {key.digest[:12]}, built {built_at}", file=sys.stderr)
-        return [publish.publish_file(path, request.outdir) for path in entry.files]
+        return publish.publish_files(entry.files, request.outdir)
 
 
 def _key_inputs(request: _Request) -> dict[str, object]:
@@ -156,7 +156,7 @@ def _name_and_version(artifact: Path) -> tuple[str, str]:
 
 
 def _build_and_publish(request: _Request) -> list[Path]:
-    built = [publish.publish_file(artifact, request.outdir) for artifact in _build(request)]
+    built = publish.publish_files(_build(request), request.outdir)
     if request.report is not None:
         _publish_report(request.work / "report.json", request.report, request.outdir)
     return built
