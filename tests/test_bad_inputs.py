@@ -290,6 +290,15 @@ CASES: dict[str, Case] = {
         setting=chmod("bad", "pyproject.toml", 0o000),
         unprivileged=True,
     ),
+    "unreadable-source-file": Case(
+        BAD,
+        2,
+        "safe-build: error: cannot read {bad}/demo_flit/__init__.py (Permission denied); "
+        "fix its permissions, or leave it out of the snapshot with --exclude",
+        files=flit(),
+        setting=chmod("bad", "demo_flit/__init__.py", 0o000),
+        unprivileged=True,
+    ),
     "unwritable-outdir": Case(
         GOOD,
         2,

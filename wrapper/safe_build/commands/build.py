@@ -104,15 +104,16 @@ def _through_cache(request: _Request) -> list[Path]:
         inputs = _key_inputs(request)
         if request.mode == "repository":
             inputs |= {"project": tree.inner, "git": gitmeta.history(tree.root)}
-        key = cachekey.compute(
-            tree.root,
-            inputs,
-            exclude=tree.exclude(request.outdir),
-            selection=tree.selection,
-            no_isolation=request.args.no_isolation,
-            memo=cachekey.memo_path(settings.cache_dir.value, tree.root),
-            inner=tree.inner,
-        )
+        with _readable(tree.root):
+            key = cachekey.compute(
+                tree.root,
+                inputs,
+                exclude=tree.exclude(request.outdir),
+                selection=tree.selection,
+                no_isolation=request.args.no_isolation,
+                memo=cachekey.memo_path(settings.cache_dir.value, tree.root),
+                inner=tree.inner,
+            )
         with store.single_flight(key.digest, source.path):
             entry = None
             if settings.refresh.value:
@@ -233,7 +234,7 @@ def _prepared_source(request: _Request) -> Iterator[Path]:
     else:
         started = time.monotonic()
         tree = request.tree
-        with lock.hold("shared"):
+        with lock.hold("shared"), _readable(tree.root):
             copy = snapshot.take(
                 tree.root,
                 request.work / "src" / tree.root.name,
@@ -251,6 +252,21 @@ def _prepared_source(request: _Request) -> Iterator[Path]:
                 file=sys.stderr,
             )
         yield copy.root / tree.inner if tree.inner else copy.root
+
+
+@contextlib.contextmanager
+def _readable(root: Path) -> Iterator[None]:
+    """A file below ``root`` that the key or the snapshot cannot read is one line naming it."""
+    try:
+        yield
+    except PermissionError as error:
+        if not str(error.filename).startswith(str(root) + os.sep):
+            raise
+        raise SafeBuildError(
+            f"cannot read {error.filename} ({error.strerror})",
+            hint="fix its permissions, or leave it out of the snapshot with --exclude",
+            path=error.filename,
+        ) from None
 
 
 def _inside(path: Path, root: Path) -> list[str]:
