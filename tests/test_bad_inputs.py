@@ -225,6 +225,22 @@ CASES: dict[str, Case] = {
         ),
         files=flit(FLIT_TOML.replace('requires = ["flit_core>=3.9"]\n', "")),
     ),
+    # build's fallback, setuptools' legacy backend, is not among the requirements
+    "build-system-without-backend": Case(
+        ("{bad}", "--wheel", "-o", "{out}"),
+        1,
+        build_failed("Backend 'setuptools.build_meta:__legacy__' is not available"),
+        files=flit(FLIT_TOML.replace('build-backend = "flit_core.buildapi"\n', "")),
+    ),
+    "backend-not-found": Case(
+        BAD, 1, build_failed("Backend 'no_such_backend' is not available"), files=backend("no_such_backend")
+    ),
+    "backend-import-error": Case(
+        BAD,
+        1,
+        build_failed("Backend 'broken' is not available"),
+        files=backend("broken", broken="import no_such_module\n"),
+    ),
     "backend-raises": Case(
         BAD,
         1,

@@ -330,7 +330,7 @@ def _last_error_line(logs: Sequence[Path]) -> str:
                 found = line.removeprefix("ERROR ").strip()
             elif ": error: " in line:
                 found = line.split(": error: ", 1)[1].strip()
-    return found
+    return found.rstrip(".")  # it goes on after a semicolon
 
 
 def _artifacts(private_out: Path) -> list[Path]:
