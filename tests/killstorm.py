@@ -12,15 +12,15 @@ with the build sessions they started. An operation that was not killed must succ
 Afterwards, once the orphans are done: every file in the output directories is a complete
 artifact with the members of a clean build, and every cache entry verifies (checked here, not
 by safe-build's own code); the source trees are unchanged (the flit project's editable install
-writes nothing into its tree); a quiet run of every operation succeeds, after which no
-temporary is left in the output directories; every venv is complete, passes ``pip check`` and
-imports the projects pip lists; a final ``cache prune`` leaves no private directory and no
-half-stored or half-removed entry.
+writes nothing into its tree); a venv marked complete works; a quiet run of every operation
+succeeds, after which no temporary is left in the output directories, and every venv is
+complete, passes ``pip check`` and imports the projects pip lists; a final ``cache prune``
+leaves no private directory and no half-stored or half-removed entry.
 
 pip itself is not atomic: a killed pip can leave a half-installed package (or a ``~`` stash
-directory) that no lock can prevent. So the venvs are checked after the quiet run has installed
-every project into them once more; what the storm proves is that safe-pip's locks and builds
-leave nothing that this reinstall cannot repair.
+directory) that no lock can prevent. So the packages in the venvs are checked after the quiet
+run has installed every project into them once more; what the storm proves is that safe-pip's
+locks and builds leave nothing that this reinstall cannot repair.
 
 Run ``python -m tests.killstorm --operations 2000 --kills 100`` for a long storm (``--help``
 lists the options); it prints operations, kills and violations, and exits 1 on any violation.
@@ -62,7 +62,7 @@ from tests.conftest import (
     write_project,
 )
 from tests.test_signals_and_locks import _proc_stat, group_members
-from tests.test_venv import venv_problems
+from tests.test_venv import COMPLETE, CREATING, venv_problems
 
 PROJECTS = ("setuptools", "hatchling", "flit")  # conftest's projects, one per backend
 NAMES = {"setuptools": "demo-setuptools", "hatchling": "demo-hatch", "flit": "demo_flit"}
@@ -503,14 +503,24 @@ def quiet_run(layout: Layout, env: Mapping[str, str], workers: int) -> list[str]
     ]
 
 
-def venv_health(layout: Layout, env: Mapping[str, str]) -> list[str]:
-    """Each venv complete and working; the shared ones pass pip check and import what pip lists."""
-    venvs = (*layout.venvs, layout.scratch_venv)
-    with concurrent.futures.ThreadPoolExecutor(len(venvs)) as pool:
+def venv_health(layout: Layout, env: Mapping[str, str], *, marked_complete: bool = False) -> list[str]:
+    """Each venv complete and working; the shared ones pass pip check and import what pip lists.
+
+    With ``marked_complete``, right after the storm: only that each venv marked complete (and not
+    being made again) works, before any later creation could repair it.
+    """
+    venvs = [
+        venv
+        for venv in (*layout.venvs, layout.scratch_venv)
+        if not marked_complete or ((venv / COMPLETE).is_file() and not (venv / CREATING).exists())
+    ]
+    with concurrent.futures.ThreadPoolExecutor(len(venvs) or 1) as pool:
         made = pool.map(
             lambda venv: [f"{venv.name}: {problem}" for problem in venv_problems(venv, dict(env))], venvs
         )
-        used = pool.map(lambda venv: _shared_venv_problems(venv, env), layout.venvs)
+        used = pool.map(
+            lambda venv: _shared_venv_problems(venv, env), () if marked_complete else layout.venvs
+        )
         return [problem for problems in (*made, *used) for problem in problems]
 
 
@@ -575,6 +585,7 @@ def storm(
         for kind, project in layout.projects.items()
         if tree_state(project) != sources[kind]
     ]
+    violations += venv_health(layout, env, marked_complete=True)
     violations += quiet_run(layout, env, workers)
     violations += venv_health(layout, env)
     prune = run(safe_build_command("cache", "prune"), dict(env))

@@ -209,6 +209,20 @@ def build_failed(what: str) -> str:
 
 BAD = ("{bad}", "-nw", "-o", "{out}")
 GOOD = ("{project}", "-nw", "-o", "{out}")
+
+
+def unwritable_cache(relative: str) -> Case:
+    """The cache directory {bad}, with ``relative`` in it read-only."""
+    return Case(
+        GOOD,
+        2,
+        f"safe-build: error: cannot write to {{bad}}/tmp (Permission denied), {STATE_HINT}",
+        env={"SAFE_BUILD_CACHE_DIR": "{bad}"},
+        setting=chmod("bad", relative, 0o555),
+        unprivileged=True,
+    )
+
+
 CASES: dict[str, Case] = {
     "broken-toml": Case(
         BAD,
@@ -336,23 +350,9 @@ CASES: dict[str, Case] = {
         "(No space left on device); make room there, or choose another with -o",
         setting=full_disk,
     ),
-    "unwritable-cache-dir": Case(
-        GOOD,
-        2,
-        f"safe-build: error: cannot write to {{bad}}/tmp (Permission denied), {STATE_HINT}",
-        env={"SAFE_BUILD_CACHE_DIR": "{bad}"},
-        setting=chmod("bad", "", 0o555),
-        unprivileged=True,
-    ),
+    "unwritable-cache-dir": unwritable_cache(""),
     # once, safe-build waited forever for a lock file it could not create
-    "unwritable-private-dirs": Case(
-        GOOD,
-        2,
-        f"safe-build: error: cannot write to {{bad}}/tmp (Permission denied), {STATE_HINT}",
-        env={"SAFE_BUILD_CACHE_DIR": "{bad}"},
-        setting=chmod("bad", "tmp", 0o555),
-        unprivileged=True,
-    ),
+    "unwritable-private-dirs": unwritable_cache("tmp"),
     "cache-dir-is-a-file": Case(
         GOOD,
         2,
