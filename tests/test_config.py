@@ -185,7 +185,7 @@ OTHER_ERRORS: dict[str, tuple[dict[str, str], list[str], str]] = {
         [],
         "invalid value '..' for SAFE_BUILD_EXCLUDE",
     ),
-    "pattern flag": ({}, ["--include", "../gen.py"], "invalid value '../gen.py' for --include"),
+    "pattern flag": ({}, ["--include", "../*.py"], "invalid value '../*.py' for --include"),
     "mode flag": ({}, ["--isolation", "fast"], "argument --isolation: invalid choice: 'fast'"),
     "two modes": (
         {},

@@ -165,21 +165,36 @@ def _seconds_text(text: str) -> float:
         raise _Invalid(text, SECONDS_HINT) from None
 
 
-def _patterns(value: object) -> tuple[str, ...]:
+def _patterns(value: object, *, above: bool = False) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise _Invalid(value, "give a list of paths or glob patterns, such as ['src/gen.py', 'docs/**']")
-    return tuple(_pattern(item) for item in value)
+    return tuple(_pattern(item, above=above) for item in value)
 
 
 def _patterns_text(text: str) -> tuple[str, ...]:
     return _patterns(text.split(os.pathsep))
 
 
-def _pattern(text: str) -> str:
-    """``text`` without ``./`` or a trailing ``/``; refused if it could reach outside the project."""
+def _include_patterns(value: object) -> tuple[str, ...]:
+    return _patterns(value, above=True)
+
+
+def _include_patterns_text(text: str) -> tuple[str, ...]:
+    return _include_patterns(text.split(os.pathsep))
+
+
+def _pattern(text: str, *, above: bool) -> str:
+    """``text`` without ``./`` or a trailing ``/``; refused if it could reach outside the project,
+    except, with ``above``, by leading ``../`` components and then a fixed name (``../LICENSE``,
+    ``../shared/**``): a snapshot brings that along, and walking a whole parent directory is no
+    one's intent."""
     normal = posixpath.normpath(text) if text else ""
+    parts, ups = normal.split("/"), levels_above(normal)
+    if above and 0 < ups < len(parts) and not _is_glob(parts[ups]):
+        return normal
     if normal in ("", ".", "..") or normal.startswith(("/", "../")):
-        raise _Invalid(text, "give a path or glob pattern relative to the project directory, like 'docs/**'")
+        example = "'docs/**' or, above the project, '../LICENSE'" if above else "'docs/**'"
+        raise _Invalid(text, f"give a path or glob pattern relative to the project directory, like {example}")
     return normal
 
 
@@ -217,7 +232,7 @@ def _user_cache_dir() -> Path:
 
 
 ISOLATION = _Key[Isolation]("isolation", lambda: "auto", _isolation, _isolation)
-INCLUDE = _Key[tuple[str, ...]]("include", tuple, _patterns_text, _patterns)
+INCLUDE = _Key[tuple[str, ...]]("include", tuple, _include_patterns_text, _include_patterns)
 EXCLUDE = _Key[tuple[str, ...]]("exclude", tuple, _patterns_text, _patterns)
 LOCK_TIMEOUT = _Key("lock-timeout", lambda: DEFAULT_LOCK_TIMEOUT, _seconds_text, _seconds)
 CACHE_DIR = _Key("cache-dir", _user_cache_dir, _directory)
@@ -317,7 +332,8 @@ def _extended(
     """``setting`` with the patterns of the repeatable flag ``key.flag`` added."""
     if not flags:
         return setting
-    added = tuple(_parsed(_pattern, flag, key.flag) for flag in flags)
+    above = key is INCLUDE  # an include may name a path above the project
+    added = tuple(_parsed(lambda text: _pattern(text, above=above), flag, key.flag) for flag in flags)
     origin = key.flag if setting.origin == DEFAULT else f"{setting.origin} and {key.flag}"
     return Setting(setting.value + added, origin)
 
@@ -331,6 +347,12 @@ def _parsed(parse: Callable[[Any], T], raw: object, where: str) -> T:
 
 def _shown(value: object) -> str:
     return ", ".join(value) if isinstance(value, tuple) else str(value)
+
+
+def levels_above(pattern: str) -> int:
+    """How many directories above the project a normalized pattern starts: its leading ``..``."""
+    parts = pattern.split("/")
+    return next((index for index, part in enumerate(parts) if part != ".."), len(parts))
 
 
 def _is_glob(part: str) -> bool:

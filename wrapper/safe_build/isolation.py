@@ -11,11 +11,12 @@ errs towards "repository", which builds every project a copy builds. A setting a
 from __future__ import annotations
 
 import configparser
+import glob
 import json
 import os
 import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from safe_build import snapshot
-from safe_build.config import Isolation, Setting
+from safe_build.config import Isolation, Setting, levels_above
 
 Mode = Literal["copy", "repository", "in-place"]
 Check = Callable[[Path, Mapping[str, Any]], str | None]
@@ -77,8 +78,8 @@ RELATIVE_FILE_URL = re.compile(r"\bfile:\S*\.\./")
 # Text in setup.py or setup.cfg that means version control, or a path above the project.
 VCS_WORDS = re.compile(r"\b(use_scm_version|setuptools[_-]scm|versioneer|pbr)\b")
 PARENT_PATH = re.compile(r"""["']\.\.(?:/|["'])""")
-SETUP_FILE_SIGNS = (
-    ("setup.py", PARENT_PATH, "setup.py names a path above the project directory"),
+OUTSIDE_SIGNS = (("setup.py", PARENT_PATH, "setup.py names a path above the project directory"),)
+VCS_SIGNS = (
     ("setup.py", VCS_WORDS, "setup.py mentions {}"),
     ("setup.cfg", VCS_WORDS, "setup.cfg mentions {}"),
 )
@@ -114,12 +115,38 @@ def _outside_links(project_dir: Path, pyproject: Mapping[str, Any]) -> str | Non
     return None
 
 
-def _outside_path_settings(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
+def outside_paths(project_dir: Path, pyproject: Mapping[str, Any] | None) -> list[str]:
+    """The paths above the project that its settings name (``../README.md``), wildcards expanded,
+    for a snapshot to bring along beside the project's copy; each as a pattern that names it alone."""
+    named = [*_setting_paths(pyproject or {}), *_setup_cfg_paths(project_dir)]
+    found: set[str] = set()
+    for _, path in named:
+        if _outside(path):
+            matches = glob.glob(path, root_dir=project_dir) if glob.has_magic(path) else [path]
+            found.update(glob.escape(posixpath.normpath(match)) for match in matches)
+    # not a directory the project lies in (setuptools-scm's root = ".."): that is the repository's;
+    # not an absolute path, which reads the same from a snapshot
+    return sorted(path for path in found if 0 < levels_above(path) < len(path.split("/")))
+
+
+def unnamed_outside_reason(project_dir: Path, pyproject: Mapping[str, Any] | None) -> str | None:
+    """Why the project may read files above its directory that ``outside_paths`` cannot name."""
+    return next(
+        (reason for check in UNNAMED_OUTSIDE_CHECKS if (reason := check(project_dir, pyproject or {}))), None
+    )
+
+
+def _setting_paths(pyproject: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     for dotted in PATH_SETTINGS:
         for node in _lookup(pyproject, dotted):
             for path in _paths(node):
-                if _outside(path):
-                    return f"pyproject.toml {dotted} reads {path}, outside the project"
+                yield f"pyproject.toml {dotted}", path
+
+
+def _outside_path_settings(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
+    for where, path in _setting_paths(pyproject):
+        if _outside(path):
+            return f"{where} reads {path}, outside the project"
     return None
 
 
@@ -132,13 +159,13 @@ def _outside_requirements(project_dir: Path, pyproject: Mapping[str, Any]) -> st
     return None
 
 
-def _outside_setup_cfg_paths(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
+def _setup_cfg_paths(project_dir: Path) -> Iterator[tuple[str, str]]:
     """``license_files = ../LICENSE``, ``long_description = file: ../README.md`` and the like."""
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read(project_dir / "setup.cfg", encoding="utf-8")
     except (configparser.Error, UnicodeDecodeError):
-        return None  # the backend will say what is wrong with it
+        return  # the backend will say what is wrong with it
     for section in parser.sections():
         for key, value in parser.items(section):
             text = value.strip()
@@ -147,8 +174,14 @@ def _outside_setup_cfg_paths(project_dir: Path, pyproject: Mapping[str, Any]) ->
             elif key.replace("-", "_") not in SETUP_CFG_PATH_KEYS:
                 continue
             for path in re.split(r"[,\s]+", text):
-                if path and _outside(path):
-                    return f"setup.cfg [{section}] {key} reads {path}, outside the project"
+                if path:
+                    yield f"setup.cfg [{section}] {key}", path
+
+
+def _outside_setup_cfg_paths(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
+    for where, path in _setup_cfg_paths(project_dir):
+        if _outside(path):
+            return f"{where} reads {path}, outside the project"
     return None
 
 
@@ -174,29 +207,37 @@ def _vcs_settings(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None
     return None
 
 
-def _setup_file_signs(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
-    for name, pattern, reason in SETUP_FILE_SIGNS:
-        try:
-            text = (project_dir / name).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        found = pattern.search(text)
-        if found:
-            return reason.format(found.group(0))
-    return None
+def _signs_in_files(signs: tuple[tuple[str, re.Pattern[str], str], ...]) -> Check:
+    """A check for text in setup files: (file, pattern, reason with ``{}`` for what matched)."""
+
+    def check(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
+        for name, pattern, reason in signs:
+            try:
+                text = (project_dir / name).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            found = pattern.search(text)
+            if found:
+                return reason.format(found.group(0))
+        return None
+
+    return check
 
 
 def _versioneer_script(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
     return "versioneer.py at the project root" if (project_dir / "versioneer.py").is_file() else None
 
 
+_setup_py_parent_path = _signs_in_files(OUTSIDE_SIGNS)
+UNNAMED_OUTSIDE_CHECKS: tuple[Check, ...] = (_outside_requirements, _setup_py_parent_path)
 # The order only decides which reason is given when several apply: the most particular first.
 CHECKS: tuple[Check, ...] = (
     _outside_links,
     _outside_path_settings,
     _outside_requirements,
     _outside_setup_cfg_paths,
-    _setup_file_signs,
+    _setup_py_parent_path,
+    _signs_in_files(VCS_SIGNS),
     _vcs_requirements,
     _vcs_settings,
     _versioneer_script,

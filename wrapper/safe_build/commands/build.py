@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import posixpath
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -65,7 +66,7 @@ def run(argv: Sequence[str]) -> int:
     root = settings.cache_dir.value
     lock = project_lock(root, source.path, settings.lock_timeout.value)
     with workdirs.private_dir(root) as work:
-        tree = _Tree.of(source.path, settings.selection, in_repository=mode == "repository")
+        tree = _Tree.of(source.path, _selection(settings, source, mode), in_repository=mode == "repository")
         request = _Request(args, source, settings, mode, outdir, report, work, lock, tree)
         built = _through_cache(request) if _cacheable(request) else _build_and_publish(request)
     if args.verbosity >= -1 and built:
@@ -163,12 +164,44 @@ def _build_and_publish(request: _Request) -> list[Path]:
     return built
 
 
+def _selection(
+    settings: config.Settings, source: project.Source, mode: isolation.Mode | None
+) -> config.Selection:
+    """The user's include and exclude patterns, and the paths above the project that its settings
+    name (``readme = "../README.md"``): a snapshot brings those along beside the project's copy."""
+    chosen = settings.selection
+    if mode not in ("copy", "repository"):
+        return chosen
+    above = [
+        path for path in isolation.outside_paths(source.path, source.pyproject) if path not in chosen.include
+    ]
+    return config.Selection((*chosen.include, *above), chosen.exclude)
+
+
 def _build(request: _Request) -> list[Path]:
     """Build into the private output directory; the artifacts, sdists first."""
     args, work = request.args, request.work
     with _prepared_source(request) as src:
-        _run_build(args, src, work, request.report is not None, _env_store(request))
+        try:
+            _run_build(args, src, work, request.report is not None, _env_store(request))
+        except BuildFailed as failure:
+            raise _with_outside_hint(failure, request) from None
     return _artifacts(work / "out")
+
+
+def _with_outside_hint(failure: BuildFailed, request: _Request) -> BuildFailed:
+    """``failure``, saying so if the project may read a file above it that the snapshot lacks."""
+    reason = None
+    if request.mode in ("copy", "repository") and not request.tree.git:
+        reason = isolation.unnamed_outside_reason(request.source.path, request.source.pyproject)
+    if reason is None:
+        return failure
+    return BuildFailed(
+        failure.message,
+        hint=f"{reason}, and a snapshot has only the paths above the project that its settings or an "
+        "include name: add it with --include ../PATH, or build with --isolation in-place",
+        path=failure.path,
+    )
 
 
 def _env_store(request: _Request) -> EnvStore | None:
@@ -208,11 +241,18 @@ class _Tree:
             top,
             inner,
             config.Selection(
-                tuple(f"{inner}/{pattern}" for pattern in selection.include),
+                tuple(posixpath.normpath(f"{inner}/{pattern}") for pattern in selection.include),
                 tuple(f"{inner}/{pattern}" for pattern in selection.exclude),
             ),
             git=True,
         )
+
+    @property
+    def copy_name(self) -> Path:
+        """Where below the snapshot directory the copy of ``root`` goes: deep enough that the paths
+        above it that an include names (``../LICENSE``) land beside it, as they lie beside ``root``."""
+        ups = max((config.levels_above(pattern) for pattern in self.selection.include), default=0)
+        return Path(*self.root.parts[-(ups + 1) :])
 
     def exclude(self, outdir: Path) -> list[str]:
         return _inside(outdir, self.root)
@@ -237,7 +277,7 @@ def _prepared_source(request: _Request) -> Iterator[Path]:
         with lock.hold("shared"), _readable(tree.root):
             copy = snapshot.take(
                 tree.root,
-                request.work / "src" / tree.root.name,
+                request.work / "src" / tree.copy_name,
                 exclude=tree.exclude(request.outdir),
                 selection=tree.selection,
                 project_at_root=not tree.inner,
