@@ -431,6 +431,8 @@ def _run_pip(
     sys.stdout.flush()
     sys.stderr.flush()
     if gate is None or not gate.fits(target.interpreter, target.env):
+        if gate is not None:
+            gate.close()  # the wrong pip: called off now, not kept waiting while the right one runs
         gate = pipgate.Gate(target.interpreter, target.env)
     process = gate.open([*target.leading, *arguments], descriptors)
     try:
