@@ -46,13 +46,14 @@ from tests.conftest import (
 WHEEL = "demo_flit-3.0-py2.py3-none-any.whl"
 FLIT_TOML = PROJECTS["flit"]["pyproject.toml"]
 # what a refused command may add: lock files and their holders' records, the key's stat memo
-BOOKKEEPING = ("cache/locks", "cache/key-memos", f"venv/{ENVIRONMENT_LOCK_NAME}")
 BUILD_FAILED = "see the build output above; nothing was written to the output directory"
 STATE_HINT = (
     "where safe-build keeps its locks and private files; "
-    "make it writable, or choose another cache directory with --cache-dir or SAFE_BUILD_CACHE_DIR"
+    "make room or fix its permissions, or choose another cache directory with --cache-dir or "
+    "SAFE_BUILD_CACHE_DIR"
 )
 SECONDS_HINT = "give a number of seconds, 0 or more (0 means: do not wait at all)"
+ENVIRONMENT_LOCK_FILES = (ENVIRONMENT_LOCK_NAME, f"{ENVIRONMENT_LOCK_NAME}.holders")  # in a venv
 UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
 TIMEOUT = 120  # a refusal is quick: a command still running after this hangs
 
@@ -147,7 +148,7 @@ def chmod(field_name: str, relative: str, mode: int) -> Setting:
 
 @contextlib.contextmanager
 def full_disk(values: Fields) -> Iterator[None]:
-    """``{full}``: a 64 KiB tmpfs with no space left."""
+    """``{full}``: a 64 KiB tmpfs with no space left, and an empty directory ``cache`` on it."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     mount = Path(values["full"])
@@ -156,6 +157,7 @@ def full_disk(values: Fields) -> Iterator[None]:
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
+        (mount / "cache").mkdir()
         with contextlib.suppress(OSError), (mount / "filler").open("wb") as filler:
             while True:
                 filler.write(b"\0" * 4096)
@@ -350,6 +352,14 @@ CASES: dict[str, Case] = {
         "(No space left on device); make room there, or choose another with -o",
         setting=full_disk,
     ),
+    "cache-dir-on-a-full-disk": Case(
+        GOOD,
+        2,
+        f"safe-build: error: cannot write to {{full}}/cache/locks/cache.lock.holders (No space left on "
+        f"device), {STATE_HINT}",
+        env={"SAFE_BUILD_CACHE_DIR": "{full}/cache"},
+        setting=full_disk,
+    ),
     "unwritable-cache-dir": unwritable_cache(""),
     # once, safe-build waited forever for a lock file it could not create
     "unwritable-private-dirs": unwritable_cache("tmp"),
@@ -363,7 +373,7 @@ CASES: dict[str, Case] = {
         (*GOOD, "--no-cache", "--lock-timeout", "0.5"),
         3,
         r"safe-build: error: timed out after 0\.5s waiting for the project lock on {project} \(held by "
-        r"pid {pid}: safe-build .*, exclusive, for \d+\.\ds\); "
+        r"pid {pid}: safe-build .*, exclusive, for [\d.]+s\); "
         r"wait for that process to finish or stop it, or raise --lock-timeout",
         setting=project_locked,
         pattern=True,
@@ -409,12 +419,19 @@ XFAIL = {
 
 
 def snapshot(world: World, case_dir: Path) -> dict[str, tuple[int, bytes | str]]:
-    """The world and the case's directory, but for the bookkeeping and the (empty) private root."""
-    state = {f"case/{name}": value for name, value in tree_state(case_dir).items()}
-    for name, value in tree_state(world.root).items():
-        if not name.startswith(BOOKKEEPING) and name != "cache/tmp":
-            state[f"world/{name}"] = value
-    return state
+    """The world and the case's directory, but for safe-build's bookkeeping."""
+    state = {f"world/{name}": value for name, value in tree_state(world.root).items()}
+    state |= {f"case/{name}": value for name, value in tree_state(case_dir).items()}
+    return {name: value for name, value in state.items() if not bookkeeping(name)}
+
+
+def bookkeeping(name: str) -> bool:
+    """What a refused command may add: lock files and their holders' records (never deleted), the
+    key's stat memos (kept for the next build), the root of the private directories (empty)."""
+    parts = name.split("/")
+    return (
+        "locks" in parts or "key-memos" in parts or parts[-1] in ENVIRONMENT_LOCK_FILES or parts[-1] == "tmp"
+    )
 
 
 @pytest.mark.parametrize(

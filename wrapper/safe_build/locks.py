@@ -145,11 +145,17 @@ class NamedLock:
             time.sleep(min(POLL_SECONDS, max(0.0, started + self.timeout - now)))
 
     def _write_record(self, mode: Mode) -> Path:
-        self._holders_dir.mkdir(exist_ok=True)
+        """The holder record; writing it is the first write that needs disk space (a full disk)."""
         record = self._holders_dir / f"{os.getpid()}-{secrets.token_hex(4)}.json"
         holder = Holder(os.getpid(), _command_line(), socket.gethostname(), time.time(), mode)
         temporary = record.with_suffix(".tmp")
-        temporary.write_text(json.dumps(holder.__dict__), encoding="utf-8")
+        try:
+            self._holders_dir.mkdir(exist_ok=True)
+            temporary.write_text(json.dumps(holder.__dict__), encoding="utf-8")
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise unwritable_state(self._holders_dir, error) from None
         os.replace(temporary, record)  # a reader sees the whole record or none
         return record
 
@@ -176,7 +182,8 @@ def unwritable_state(directory: Path, error: OSError) -> SafeBuildError:
     """The error for a directory where safe-build cannot keep its lock files or private directories."""
     return SafeBuildError(
         f"cannot write to {directory} ({error.strerror}), where safe-build keeps its locks and private files",
-        hint="make it writable, or choose another cache directory with --cache-dir or SAFE_BUILD_CACHE_DIR",
+        hint="make room or fix its permissions, or choose another cache directory with --cache-dir or "
+        "SAFE_BUILD_CACHE_DIR",
         path=directory,
     )
 
