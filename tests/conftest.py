@@ -16,7 +16,7 @@ import sys
 import tarfile
 import textwrap
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -134,7 +134,12 @@ PROJECTS: dict[str, dict[str, str]] = {
 
 
 def write_project(root: Path, kind: str) -> Path:
-    for relative, text in PROJECTS[kind].items():
+    return write_files(root, PROJECTS[kind])
+
+
+def write_files(root: Path, files: Mapping[str, str]) -> Path:
+    """``files`` (relative path -> text) below ``root``."""
+    for relative, text in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

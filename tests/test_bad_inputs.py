@@ -40,6 +40,7 @@ from tests.conftest import (
     safe_build_command,
     tree_state,
     wheel_problems,
+    write_files,
     write_project,
 )
 
@@ -446,9 +447,7 @@ def bookkeeping(name: str) -> bool:
 def test_bad_input_is_one_line_and_writes_nothing(name: str, world: World, tmp_path: Path) -> None:
     case = CASES[name]
     values = fields(world, tmp_path)
-    for relative, text in case.files.items():
-        (tmp_path / "bad" / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "bad" / relative).write_text(text)
+    write_files(tmp_path / "bad", case.files)
     prefix: tuple[str, ...] = ()
     if case.unprivileged and os.geteuid() == 0:
         if shutil.which(UNPRIVILEGED[0]) is None:
@@ -463,7 +462,8 @@ def test_bad_input_is_one_line_and_writes_nothing(name: str, world: World, tmp_p
     lines = result.stderr.strip().splitlines() or [""]
     expected = fill(case.line, values, re.escape if case.pattern else str)
     assert result.returncode == case.code, result.stderr
-    assert re.fullmatch(expected, lines[-1]) if case.pattern else lines[-1] == expected
+    matches = re.fullmatch(expected, lines[-1]) is not None if case.pattern else lines[-1] == expected
+    assert matches, f"expected {expected!r}, got {lines[-1]!r}"
     ours = [line for line in lines if line.startswith("safe-build: error:")]
     assert len(ours) == (0 if case.command[0] == "pip" else 1), result.stderr  # pip's refusals are pip's
     assert "Successfully built" not in result.stdout
