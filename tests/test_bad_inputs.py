@@ -65,33 +65,23 @@ class World:
 
     root: Path
     env: dict[str, str]
+    project: Path
+    outdir: Path
+    cache: Path
+    venv: Path
+    file: Path  # a plain file, for where a directory is expected
 
-    @property
-    def project(self) -> Path:
-        return self.root / "project"
-
-    @property
-    def outdir(self) -> Path:
-        return self.root / "out"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def venv(self) -> Path:
-        return self.root / "venv"
-
-    @property
-    def file(self) -> Path:
-        return self.root / "file.txt"
+    @classmethod
+    def at(cls, root: Path, wheelhouse: Path) -> World:
+        env = {**os.environ, **offline_env(wheelhouse, root / "cache")}
+        names = ("project", "out", "cache", "venv", "file.txt")
+        return cls(root, env, *(root / name for name in names))
 
 
 @pytest.fixture(scope="module")
 def world(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
     """Built once: an isolated --wheel build fills the output directory and the cache."""
-    root = tmp_path_factory.mktemp("world")
-    world = World(root, {**os.environ, **offline_env(wheelhouse, root / "cache")})
+    world = World.at(tmp_path_factory.mktemp("world"), wheelhouse)
     write_project(world.project, "flit")
     built = run(safe_build_command(world.project, "--wheel", "-o", world.outdir), world.env)
     assert built.returncode == 0, built.stderr
