@@ -1,4 +1,7 @@
-"""Import what the Makefile installed into a venv, and check that it works: ``python smoke.py VENV``."""
+"""Import what the Makefile installed into a venv and use it: ``venvs/NAME/bin/python smoke.py NAME``.
+
+Each venv holds other packages, so the imports are in the function for that venv.
+"""
 
 import sys
 from pathlib import Path
@@ -7,7 +10,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def shared() -> None:
-    import mono_alpha, mono_beta, mono_delta, mono_gamma  # noqa: E401, PLC0415
+    import mono_alpha
+    import mono_beta
+    import mono_delta
+    import mono_gamma
 
     assert mono_alpha.greeting() == "Hello", "mono-alpha's package data is missing"
     assert mono_beta.shout("hi") == "HI!"
@@ -16,14 +22,15 @@ def shared() -> None:
 
 
 def dev() -> None:
-    import mono_beta, mono_gamma  # noqa: E401, PLC0415
+    import mono_beta
+    import mono_gamma
 
     for module, source in [(mono_beta, "packages/beta/src"), (mono_gamma, "packages/gamma")]:
         assert Path(module.__file__).is_relative_to(HERE / source), f"{module.__name__} is not editable"
 
 
 def app() -> None:
-    import mono_epsilon  # noqa: PLC0415
+    import mono_epsilon
 
     assert mono_epsilon.main() == "Hello from epsilon"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -40,5 +39,4 @@ def run(options: argparse.Namespace, check: Check) -> int:
         for problem in problems:
             print(textwrap.indent(problem.rstrip("\n"), "    "))
         failed += bool(problems)
-    sys.stdout.flush()
     return 1 if failed else 0
