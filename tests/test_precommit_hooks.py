@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from safe_build_hooks.packages import owning_packages
-from tests.conftest import run, tree_state
+from tests.conftest import run, tree_state, wheel_problems
 from tests.example_repos import CHECKOUT, checkout_repo, commit_all, download, example_repo
 from tests.vcs_projects import write
 
@@ -27,6 +27,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 GOOD = ("packages/greet", "packages/greet-cli")
+ARTIFACTS = ("-py3-none-any.whl", ".tar.gz")
 BROKEN_PYPROJECT = '[build-system]\nrequires = ["setuptools>=69"\nbuild-backend = "setuptools.build_meta"\n'
 # tracked docs the sdist leaves out, package data the sdist has and the wheel lacks, bad reST
 LEAKY = {
@@ -116,12 +117,15 @@ def test_run_reports_each_package_with_what_is_wrong_with_it(
     hook_env: dict[str, str], tmp_path: Path
 ) -> None:
     """A broken pyproject.toml fails both hooks with safe-build's line naming the file; a package
-    whose artifacts lack files fails the check hook with each tool's finding; the others pass."""
+    whose artifacts lack files fails the check hook with each tool's finding; the others pass,
+    and the build hook's processes all publish their artifacts into one ``--outdir``."""
     hooks, rev = checkout_repo(tmp_path / "hooks")
     repo = tmp_path / "repo"
     example_repo("pre-commit", repo)
     config = (repo / ".pre-commit-config.yaml").read_text()
     config = re.sub(r"repo: \S+", f"repo: {hooks}", re.sub(r"rev: \S+", f"rev: {rev}", config))
+    keep = "- id: safe-build\n        args: [--sdist, --outdir, dist]\n"
+    config = config.replace("- id: safe-build\n", keep)
     write(repo, {".pre-commit-config.yaml": config, "packages/broken/pyproject.toml": BROKEN_PYPROJECT})
     write(repo / "packages" / "leaky", LEAKY)
     commit_all(repo)
@@ -150,6 +154,10 @@ def test_run_reports_each_package_with_what_is_wrong_with_it(
         "      leaky/data.txt",
     ]:
         assert finding in leaky, done.stdout
+    # every process published the same artifacts into dist/, each whole
+    built = sorted(path.name for path in (repo / "dist").iterdir())
+    assert built == [f"{name}-1.0{end}" for name in ("greet", "greet_cli", "leaky") for end in ARTIFACTS]
+    assert [problem for wheel in (repo / "dist").glob("*.whl") for problem in wheel_problems(wheel)] == []
 
 
 def test_hooks_refuse_unknown_options_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
