@@ -29,6 +29,16 @@ else:  # pragma: no cover
 GOOD = ("packages/greet", "packages/greet-cli")
 ARTIFACTS = ("-py3-none-any.whl", ".tar.gz")
 BROKEN_PYPROJECT = '[build-system]\nrequires = ["setuptools>=69"\nbuild-backend = "setuptools.build_meta"\n'
+BAD_DEPENDENCY = """\
+[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "bad-dependency"
+version = "1.0"
+dependencies = ["not a requirement!!"]
+"""
 # tracked docs the sdist leaves out, package data the sdist has and the wheel lacks, bad reST
 LEAKY = {
     "pyproject.toml": """\
@@ -116,9 +126,10 @@ def test_try_repo_builds_and_checks_a_good_repository_in_parallel_chunks(
 def test_run_reports_each_package_with_what_is_wrong_with_it(
     hook_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """A broken pyproject.toml fails both hooks with safe-build's line naming the file; a package
-    whose artifacts lack files fails the check hook with each tool's finding; the others pass,
-    and the build hook's processes all publish their artifacts into one ``--outdir``."""
+    """A broken pyproject.toml fails both hooks with safe-build's line naming the file, a backend's
+    refusal with the backend's error; a package whose artifacts lack files fails the check hook
+    with each tool's finding. The others pass, and the build hook's processes all publish their
+    artifacts into one ``--outdir``."""
     hooks, rev = checkout_repo(tmp_path / "hooks")
     repo = tmp_path / "repo"
     example_repo("pre-commit", repo)
@@ -126,7 +137,14 @@ def test_run_reports_each_package_with_what_is_wrong_with_it(
     config = re.sub(r"repo: \S+", f"repo: {hooks}", re.sub(r"rev: \S+", f"rev: {rev}", config))
     keep = "- id: safe-build\n        args: [--sdist, --outdir, dist]\n"
     config = config.replace("- id: safe-build\n", keep)
-    write(repo, {".pre-commit-config.yaml": config, "packages/broken/pyproject.toml": BROKEN_PYPROJECT})
+    write(
+        repo,
+        {
+            ".pre-commit-config.yaml": config,
+            "packages/broken/pyproject.toml": BROKEN_PYPROJECT,
+            "packages/bad-dependency/pyproject.toml": BAD_DEPENDENCY,
+        },
+    )
     write(repo / "packages" / "leaky", LEAKY)
     commit_all(repo)
 
@@ -142,6 +160,9 @@ def test_run_reports_each_package_with_what_is_wrong_with_it(
             assert f"{package}: passed" in lines, f"{hook}: {package}\n{done.stdout}"
         failed = lines.index("packages/broken: failed")
         assert lines[failed + 1] == broken_line, done.stdout
+        failed = lines.index("packages/bad-dependency: failed")
+        backend_error = "    configuration error: `project.dependencies[0]` must be pep508"
+        assert backend_error in lines[failed:], done.stdout
     check = by_hook["safe-build-check"]
     leaky = "\n".join(check[check.index("packages/leaky: failed") :])
     for finding in [
