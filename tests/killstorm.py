@@ -246,8 +246,11 @@ class Result:
 class Storm:
     """Workers that start operations and a killer that SIGKILLs some of them, sharing one registry."""
 
-    def __init__(self, layout: Layout, env: Mapping[str, str], *, operations: int, kills: int, seed: int):
+    def __init__(
+        self, layout: Layout, env: Mapping[str, str], *, operations: int, kills: int, seed: int, every: int
+    ):
         self.layout = layout
+        self.every = every  # print the counts so far after every this many operations; 0: never
         self.env = dict(env)
         self.target_operations = operations
         self.target_kills = kills
@@ -316,6 +319,13 @@ class Storm:
                 why = "stuck, killed" if running.killed == "timeout" else f"exit code {code}"
                 tail = " | ".join(output.strip().splitlines()[-3:])
                 self.result.violations.append(f"{' '.join(operation.command)}: {why}: {tail}")
+            done = self.result.operations.total()
+            if self.every and done % self.every == 0:
+                print(
+                    f"  {done} operations, {self.result.kills.total()} kills, "
+                    f"{len(self.result.violations)} violations so far",
+                    flush=True,
+                )
 
     def _killer(self, rng: random.Random) -> None:
         """Now and then SIGKILL a running operation, most often one that is building right now."""
@@ -565,13 +575,14 @@ def storm(
     kills: int,
     workers: int,
     seed: int,
+    every: int = 0,
 ) -> Result:
-    """Set up, storm, check every invariant; the result lists what broke."""
+    """Set up, storm, check every invariant; the result lists what broke (``every``: see Storm)."""
     layout = Layout(root)
     env = storm_env(base_env, wheelhouse, layout)
     references = set_up(layout, env)
     sources = {kind: tree_state(project) for kind, project in layout.projects.items()}
-    running = Storm(layout, env, operations=operations, kills=kills, seed=seed)
+    running = Storm(layout, env, operations=operations, kills=kills, seed=seed, every=every)
     result = running.run(workers)
     began = time.monotonic()
     violations = result.violations
@@ -601,6 +612,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--operations", type=int, default=2000, help="at least this many operations")
     parser.add_argument("--kills", type=int, default=100, help="at least this many of them killed")
     parser.add_argument("--workers", type=int, default=4, help="operations running at once")
+    parser.add_argument("--every", type=int, default=100, help="print the counts after every N operations")
     parser.add_argument("--seed", type=int, help="for the same choices again (default: a random one)")
     parser.add_argument("--root", type=Path, help="where to work (default: a new temporary directory)")
     parser.add_argument("--wheelhouse", type=Path, help="build requirements' wheels (default: download them)")
@@ -617,6 +629,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         kills=args.kills,
         workers=args.workers,
         seed=seed,
+        every=args.every,
     )
     print(result.summary())
     short = result.operations.total() < args.operations or result.kills.total() < args.kills
