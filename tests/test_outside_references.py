@@ -1,6 +1,7 @@
 """Projects that read files above their directory, outside any repository: the snapshot brings along
 what their settings name, an include brings the rest, and what neither names fails in one line that
-says so and what to do.
+says so and what to do. And projects that name a dependency by its path: their metadata names the
+real place, as a build in place would, never the snapshot's.
 
 The reference is plain ``python -m build --wheel`` in another copy of the same tree, where ``../``
 leads where the project expects. (setuptools and hatchling refuse a readme above the project even
@@ -11,13 +12,14 @@ and a ``setup.py`` that opens ``../VERSION``.)
 from __future__ import annotations
 
 import shutil
+import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import members, plain_build_command, run, safe_build_command, tree_state
+from tests.conftest import members, plain_build_command, run, safe_build_command, tree_state, wheel_problems
 
 HATCH = {
     "pyproject.toml": textwrap.dedent(
@@ -51,6 +53,26 @@ SETUP_PY = {
 }
 
 
+PATH_DEPENDENCY = {  # hatchling's way of naming a sibling in a monorepo
+    "pyproject.toml": textwrap.dedent(
+        """\
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+
+        [project]
+        name = "above-app"
+        version = "1.0"
+        dependencies = ["above-hatch @ {root:uri}/../hatch"]
+
+        [tool.hatch.metadata]
+        allow-direct-references = true
+        """
+    ),
+    "above_app/__init__.py": "VALUE = 3\n",
+}
+
+
 def make_tree(root: Path, version: str = "3.1") -> Path:
     """A monorepo-like tree, not under git: two projects and the files above them they read."""
     files = {
@@ -60,6 +82,7 @@ def make_tree(root: Path, version: str = "3.1") -> Path:
         "shared/deeper/more.txt": "more\n",
         **{f"hatch/{name}": text for name, text in HATCH.items()},
         **{f"setup-py/{name}": text for name, text in SETUP_PY.items()},
+        **{f"app/{name}": text for name, text in PATH_DEPENDENCY.items()},
     }
     for relative, text in files.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -67,8 +90,14 @@ def make_tree(root: Path, version: str = "3.1") -> Path:
     return root
 
 
-def metadata(wheel: Path) -> str:
-    with zipfile.ZipFile(wheel) as archive:
+def metadata(artifact: Path) -> str:
+    """A wheel's METADATA or an sdist's PKG-INFO."""
+    if artifact.name.endswith(".tar.gz"):
+        with tarfile.open(artifact) as archive:
+            extracted = archive.extractfile(f"{artifact.name.removesuffix('.tar.gz')}/PKG-INFO")
+            assert extracted is not None
+            return extracted.read().decode()
+    with zipfile.ZipFile(artifact) as archive:
         [name] = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
         return archive.read(name).decode()
 
@@ -166,3 +195,29 @@ def test_an_include_above_the_project_needs_a_fixed_name(
         f"safe-build: error: invalid value {pattern!r} for --include; give a path or glob pattern relative "
         "to the project directory, like 'docs/**' or, above the project, '../LICENSE'"
     )
+
+
+def test_a_dependency_named_by_path_names_the_real_place(
+    trees: tuple[Path, Path], env: dict[str, str], tmp_path: Path
+) -> None:
+    """hatchling writes ``{root:uri}`` as the directory it builds in: the snapshot's, which is gone
+    after the build. The artifacts name the project's real directory, as a build in place does."""
+    ours, plain = trees
+    for kind in ("--wheel", "--sdist"):
+        made = run(plain_build_command(kind, "-n", "-o", tmp_path / "plain-out", plain / "app"), env)
+        assert made.returncode == 0, made.stderr
+        made = run(safe_build_command(kind, "-n", "-o", tmp_path / "out", ours / "app"), env)
+        assert made.returncode == 0, made.stderr
+    for pattern in ("*.whl", "*.tar.gz"):
+        [artifact] = (tmp_path / "out").glob(pattern)
+        expected = metadata(next((tmp_path / "plain-out").glob(pattern)))
+        assert metadata(artifact) == expected.replace(plain.as_uri(), ours.as_uri())
+        assert f"Requires-Dist: above-hatch @ {(ours / 'app').as_uri()}/../hatch" in metadata(artifact)
+    assert wheel_problems(next((tmp_path / "out").glob("*.whl"))) == []
+
+    # the same files elsewhere: a new build that names that place, not the first one's artifacts
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(ours, elsewhere)
+    moved = run(safe_build_command("--wheel", "-n", "-o", tmp_path / "moved", elsewhere / "app"), env)
+    assert moved.returncode == 0, moved.stderr
+    assert f"{(elsewhere / 'app').as_uri()}/../hatch" in metadata(next((tmp_path / "moved").glob("*.whl")))

@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING
 from build.__main__ import main as build_main
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
-from safe_build import config, gitmeta, isolation, options, project, publish, runner, snapshot, workdirs
+from safe_build import (
+    config,
+    gitmeta,
+    isolation,
+    options,
+    project,
+    publish,
+    realpaths,
+    runner,
+    snapshot,
+    workdirs,
+)
 from safe_build.errors import EXIT_BAD_INPUT, EXIT_LOCK_TIMEOUT, BuildFailed, LockTimeout, SafeBuildError
 from safe_build.locks import NamedLock
 from safe_build.projectlock import project_lock
@@ -146,6 +157,9 @@ def _key_inputs(request: _Request) -> dict[str, object]:
         "skip_dependency_check": args.skip_dependency_check,
         "installer": getattr(args, "installer", None),
         "constraints": Path(constraints).read_text(encoding="utf-8") if constraints else None,
+        # where the tree lies: a backend may write it into the metadata (realpaths), so a copy of
+        # the same files elsewhere must not be served artifacts that name this place
+        "tree": str(request.tree.root),
     }
 
 
@@ -186,7 +200,13 @@ def _build(request: _Request) -> list[Path]:
             _run_build(args, src, work, request.report is not None, _env_store(request))
         except BuildFailed as failure:
             raise _with_outside_hint(failure, request) from None
-    return _artifacts(work / "out")
+    artifacts = _artifacts(work / "out")
+    if request.mode in ("copy", "repository"):
+        tree = request.tree
+        changes = realpaths.replacements(_snapshot_root(request), tree.root, len(tree.copy_name.parts) - 1)
+        for artifact in artifacts:
+            realpaths.restore(artifact, changes)
+    return artifacts
 
 
 def _with_outside_hint(failure: BuildFailed, request: _Request) -> BuildFailed:
@@ -277,7 +297,7 @@ def _prepared_source(request: _Request) -> Iterator[Path]:
         with lock.hold("shared"), _readable(tree.root):
             copy = snapshot.take(
                 tree.root,
-                request.work / "src" / tree.copy_name,
+                _snapshot_root(request),
                 exclude=tree.exclude(request.outdir),
                 selection=tree.selection,
                 project_at_root=not tree.inner,
@@ -307,6 +327,11 @@ def _readable(root: Path) -> Iterator[None]:
             hint="fix its permissions, or leave it out of the snapshot with --exclude",
             path=error.filename,
         ) from None
+
+
+def _snapshot_root(request: _Request) -> Path:
+    """Where the snapshot's copy of the tree's root lies."""
+    return request.work / "src" / request.tree.copy_name
 
 
 def _inside(path: Path, root: Path) -> list[str]:

@@ -21,12 +21,8 @@ circle.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import csv
-import hashlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -40,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safe_build import config, pipargs, pipconfig, pipgate, publish, runner, workdirs
+from safe_build import config, pipargs, pipconfig, pipgate, publish, runner, wheelrecord, workdirs
 from safe_build.errors import SafeBuildError, Terminated
 from safe_build.locks import Mode, NamedLock
 from safe_build.projectlock import environment_lock, keyed_lock_file, project_lock
@@ -396,17 +392,7 @@ def _record_origins(shims: Sequence[Shim], install_dirs: Sequence[Path]) -> None
 def _rewrite_direct_url(dist_info: Path, content: bytes) -> None:
     _replace(dist_info / "direct_url.json", content)
     record = dist_info / "RECORD"
-    text = record.read_bytes().decode("utf-8")
-    newline = "\r\n" if "\r\n" in text else "\n"
-    name = f"{dist_info.name}/direct_url.json"
-    digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
-    rows = [
-        [row[0], f"sha256={digest}", str(len(content))] if row and row[0] == name else row
-        for row in csv.reader(io.StringIO(text))
-    ]
-    out = io.StringIO()
-    csv.writer(out, lineterminator=newline).writerows(rows)
-    _replace(record, out.getvalue().encode("utf-8"))
+    _replace(record, wheelrecord.updated(record.read_bytes(), {f"{dist_info.name}/direct_url.json": content}))
 
 
 def _replace(path: Path, content: bytes) -> None:
