@@ -18,6 +18,7 @@ The key's cost on large trees is measured by bench_cache_key.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from bench_core import (
     wheel_problem,
     write_project,
 )
+from figures import Figure, add_json_option, loaded, write_json
 from safe_build.fsutil import remove_tree
 
 GOAL_HIT_SPEEDUP = 10.0  # plain time / warm hit time, at least
@@ -75,7 +77,7 @@ def check_wheels(outdirs: Sequence[Path]) -> None:
             raise RuntimeError(problem)
 
 
-def bench_hit(work: Path, env: dict[str, str], project: Path, rounds: int) -> None:
+def bench_hit(work: Path, env: dict[str, str], project: Path, rounds: int) -> list[Figure]:
     print(f"\n== 1. warm cache hit vs plain isolated build, median of {rounds} ==")
     outdir = work / "out-hit"
     timed([wheel_command("safe_build", project, outdir)], env)  # fills the cache: not timed
@@ -94,9 +96,14 @@ def bench_hit(work: Path, env: dict[str, str], project: Path, rounds: int) -> No
     )
     wall = median(hits)
     print(f"  hit wall {wall:.2f}s (goal <= {GOAL_HIT_SECONDS}s: {verdict(wall, GOAL_HIT_SECONDS)})")
+    what = f"warm cache hit --wheel vs plain isolated --wheel, median of {rounds}"
+    hit = Figure("bench_cache hit", what, speedup, goal=GOAL_HIT_SPEEDUP, at_least=True)
+    hit = dataclasses.replace(hit, plain=median(plain), safe=wall)
+    walls = dataclasses.replace(hit, what="the same: a hit's wall time", value=wall, unit=" s")
+    return [hit, dataclasses.replace(walls, goal=GOAL_HIT_SECONDS, at_least=False)]
 
 
-def bench_concurrent(work: Path, env: dict[str, str], project: Path, rounds: int) -> None:
+def bench_concurrent(work: Path, env: dict[str, str], project: Path, rounds: int) -> list[Figure]:
     print(f"\n== 2. {JOBS} identical builds at once vs one, each on an empty cache, median of {rounds} ==")
     ones, alls = [], []
     for number in range(rounds):
@@ -114,6 +121,9 @@ def bench_concurrent(work: Path, env: dict[str, str], project: Path, rounds: int
     print(f"  one cold safe-build --wheel            {median(ones):6.2f}s")
     print(f"  {JOBS} identical safe-build --wheel at once {median(alls):6.2f}s")
     print(f"  ratio {ratio:.2f} (goal <= {GOAL_CONCURRENT}: {verdict(ratio, GOAL_CONCURRENT)})")
+    what = f"{JOBS} identical builds at once vs one (the yardstick), each on an empty cache"
+    figure = Figure("bench_cache concurrent", what, ratio, goal=GOAL_CONCURRENT)
+    return [dataclasses.replace(figure, plain=median(ones), safe=median(alls))]
 
 
 def _cache(root: Path) -> dict[str, str]:
@@ -128,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5, help="rounds per part (default 5)")
     parser.add_argument("--wheelhouse", help="a directory of setuptools and wheel wheels; skips the download")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     work = Path(os.path.realpath(tempfile.mkdtemp(prefix="safe-build-bench-cache-")))
     try:
@@ -138,10 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         project = write_project(work / "project", PYPROJECT_PROJECT)
         print(f"Python {sys.version.split()[0]}; safe-build source: {source_revision()}")
         seen: dict[str, float] = {}
-        with background_load("hit", seen):
-            bench_hit(work, env, project, args.rounds)
-        with background_load("concurrent", seen):
-            bench_concurrent(work, env, project, args.rounds)
+        found = []
+        for part, bench in (("hit", bench_hit), ("concurrent", bench_concurrent)):
+            with background_load(part, seen):
+                measured = bench(work, env, project, args.rounds)
+            found += loaded(measured, seen, part)
+        write_json(args.json, found)
         return 0
     finally:
         remove_tree(work)

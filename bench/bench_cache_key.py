@@ -13,8 +13,9 @@ Medians are printed with the ratio to ``cp -a``. Everything runs on a warm page 
 caches needs privileges): the numbers compare the work done, not the disk. Use ``--tree-dir``
 on a tmpfs (``/dev/shm``) to keep the disk out of ``cp -a`` too. Timing starts once the newest
 file is ``cachekey.SETTLE_NS`` old, so that a warm memo can hold all of them, as it would for a
-tree not edited in the last seconds. The load average is printed before and after: on a busy
-machine, compare the ratios, not the seconds.
+tree not edited in the last seconds. The load average is printed before and after, and how
+many cores other processes kept busy during each size: on a busy machine, compare the ratios,
+not the seconds.
 
     python bench/bench_cache_key.py                              # 2,000, 20,000 and 200,000 files
     python bench/bench_cache_key.py --sizes 20000 --tree-dir /dev/shm --rounds 7
@@ -36,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_core import background_load
+from figures import Figure, add_json_option, loaded, write_json
 from safe_build import cachekey
 
 FILES_PER_DIR = 10
@@ -172,12 +175,29 @@ def print_report(results: Sequence[Timings], rounds: int) -> None:
         print(f"{result.files:>8} {result.megabytes:7.0f} {result.listed_by:>6} " + " ".join(cells))
 
 
+def figures(result: Timings, rounds: int) -> list[Figure]:
+    """The key without a memo and with a warm one, each against ``cp -a`` of the same tree."""
+    cp = result.median("cp -a")
+    tree = f"{result.files:,} files ({result.megabytes:.0f} MB), listed by {result.listed_by}"
+    return [
+        Figure(
+            "bench_cache_key",
+            f"cache key of {tree}, {side.removeprefix('key, ')}, vs cp -a, median of {rounds}",
+            result.median(side) / cp,
+            plain=cp,
+            safe=result.median(side),
+        )
+        for side in ("key, no memo", "key, warm memo")
+    ]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default="2000,20000,200000", help="comma-separated file counts")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per size (median)")
     parser.add_argument("--tree-dir", help="where to make the trees and copies (default: the temp dir)")
     parser.add_argument("--git", action="store_true", help="commit each tree to git, so git lists it")
+    add_json_option(parser)
     return parser.parse_args(argv)
 
 
@@ -187,9 +207,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tree_root = Path(os.path.realpath(args.tree_dir or tempfile.gettempdir()))
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, trees under {tree_root}")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    results = [bench_size(files, tree_root, args.rounds, git=args.git) for files in sizes]
+    results, found = [], []
+    seen: dict[str, float] = {}
+    for files in sizes:
+        with background_load(f"{files} files", seen):
+            results.append(bench_size(files, tree_root, args.rounds, git=args.git))
+        found += loaded(figures(results[-1], args.rounds), seen, f"{files} files")
     print_report(results, args.rounds)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    write_json(args.json, found)
     return 0
 
 

@@ -53,6 +53,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from figures import Figure, add_json_option, counted, loaded, write_json
 from safe_build import snapshot
 
 PARTS = ("single", "snapshot", "concurrent")
@@ -933,6 +934,82 @@ def print_summary(results: Results) -> None:
         print(f"  background during {part:<10} {describe_load(cores)}")
 
 
+def figures(results: Results) -> list[Figure]:
+    """The summary's figures as data, each with the load seen during its part."""
+    single = [
+        Figure(
+            "bench_core single",
+            f"one build: {comparison.label}, no cache, median of {len(comparison.rounds)}",
+            comparison.ratio(),
+            goal=GOAL_SINGLE,
+            plain=comparison.median(PLAIN),
+            safe=comparison.median(SAFE),
+        )
+        for comparison in results.single
+        if comparison.rounds
+    ]
+    found = loaded(single, results.background, "single")
+    if results.snapshot:
+        found += loaded(snapshot_figures(results.snapshot), results.background, "snapshot")
+    if results.concurrent:
+        found += loaded(concurrent_figures(results.concurrent), results.background, "concurrent")
+    return found
+
+
+def snapshot_figures(report: SnapshotReport) -> list[Figure]:
+    copies = [
+        Figure(
+            "bench_core snapshot",
+            f"snapshot of {report.tree_files:,} files vs cp -a, {copy.mode}, median of {len(copy.take)}",
+            copy.ratio,
+            goal=GOAL_SNAPSHOT,
+            plain=copy.median("cp"),
+            safe=copy.median("take"),
+        )
+        for copy in report.copies
+    ]
+    checked = [check for check in report.checks if not check.error]
+    methods = ", ".join(sorted({check.method for check in checked}))
+    touching = sum(len(check.touching) for check in checked)
+    what = f"accesses below an ignored {IGNORED}/ ({methods or 'not checked'})"
+    return [*copies, Figure("bench_core snapshot", what, touching, " accesses", goal=0)]
+
+
+def concurrent_figures(comparisons: Sequence[ConcurrentComparison]) -> list[Figure]:
+    jobs = f"{comparisons[0].builds // comparisons[0].rounds()} concurrent builds"
+    builds = sum(comparison.builds for comparison in comparisons)
+    failed = {tool: sum(comparison.failures(tool) for comparison in comparisons) for tool in TOOLS}
+    shared = [comparison for comparison in comparisons if comparison.shared]
+    rounds = sum(comparison.rounds() for comparison in shared)
+    broken = {tool: sum(len(comparison.broken_finals[tool]) for comparison in shared) for tool in TOOLS}
+    walls = {tool: sum(median(comparison.seconds[tool]) for comparison in comparisons) for tool in TOOLS}
+    bench = "bench_core concurrent"
+    return [
+        counted(
+            bench,
+            f"{jobs} of one project, {len(comparisons)} set-ups: failed builds",
+            failed[PLAIN],
+            failed[SAFE],
+            builds,
+        ),
+        counted(
+            bench,
+            f"{jobs} into one shared dist/: rounds that left a broken wheel there",
+            broken[PLAIN],
+            broken[SAFE],
+            rounds,
+            unit=" rounds",
+        ),
+        Figure(
+            bench,
+            f"{jobs}: wall time of a round, summed over the set-ups",
+            walls[SAFE] / walls[PLAIN],
+            plain=walls[PLAIN],
+            safe=walls[SAFE],
+        ),
+    ]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, help="part 1 rounds per mode (default 7, --quick 3)")
@@ -947,6 +1024,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tree-dir", help="put part 2's tree and copies in a new directory under this one (e.g. a tmpfs)"
     )
+    add_json_option(parser)
     return parser.parse_args(argv)
 
 
@@ -995,6 +1073,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_header(settings)
         results = run_parts(settings, [args.only] if args.only else PARTS)
         print_summary(results)
+        write_json(args.json, figures(results))
         return 1 if results.safe_failed() else 0
     finally:
         for directory in [work, tree_root] if args.tree_dir else [work]:

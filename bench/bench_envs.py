@@ -19,6 +19,7 @@ reads the same wheelhouse as pip, offline. Medians of ``--rounds`` (default 5) r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -44,6 +45,7 @@ from bench_core import (
     verdict,
     write_project,
 )
+from figures import Figure, add_json_option, loaded, write_json
 from safe_build.buildenvs import MARKER, EnvStore
 from safe_build.fsutil import remove_tree
 
@@ -197,6 +199,25 @@ def bench_twenty(settings: Settings) -> Runs:
     return runs
 
 
+def figures(part: str, runs: Runs, rounds: int) -> list[Figure]:
+    """A part's ratios in the terms of their goals, with uv's time beside them when it ran."""
+    bench = f"bench_envs {part}"
+    if part == "single":
+        what = f"cold --wheel build with a reused environment vs plain isolated, median of {rounds}"
+        found = [Figure(bench, what, 1 / runs.ratio(SAFE, PLAIN), goal=GOAL_SPEEDUP, at_least=True)]
+    else:
+        what = f"{PROJECTS} small projects one after another, empty store, median of {rounds}"
+        found = [Figure(bench, what, runs.ratio(SAFE, PLAIN))]
+    if UV in runs.rounds[0]:
+        goal = GOAL_UV if part == "single" else None
+        found.append(Figure(bench, "the same vs uv build", runs.ratio(SAFE, UV), goal=goal))
+    times = {tool: runs.median(tool) for tool in runs.rounds[0]}
+    return [
+        dataclasses.replace(figure, plain=times[PLAIN], safe=times[SAFE], uv=times.get(UV))
+        for figure in found
+    ]
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -207,6 +228,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--uv", default=shutil.which("uv"), help="the uv executable (default: uv on PATH)")
     parser.add_argument("--wheelhouse", help="a directory of setuptools and wheel wheels; skips the download")
     parser.add_argument("--keep", action="store_true", help="keep the work directory for inspection")
+    add_json_option(parser)
     return parser.parse_args(argv)
 
 
@@ -232,12 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         uv = tool_version([args.uv, "--version"]) if args.uv else "none"
         print(f"Python {sys.version.split()[0]}; safe-build source: {source_revision()}; uv: {uv}")
         seen: dict[str, float] = {}
+        found = []
         for part, bench in (("single", bench_single), ("twenty", bench_twenty)):
             if args.only in (None, part):
                 with background_load(part, seen):
-                    bench(settings)
+                    runs = bench(settings)
+                found += loaded(figures(part, runs, settings.rounds), seen, part)
         for part, cores in seen.items():
             note(f"{part}: {describe_load(cores)}")
+        write_json(args.json, found)
         return 0
     finally:
         if args.keep:

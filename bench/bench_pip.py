@@ -4,7 +4,8 @@ Two parts, each answering a question a user weighing safe-pip would ask:
 
 1. ``noop``: what do safe-pip's locks and its reading of the command line cost on a command
    that has nothing to do (``pip install setuptools`` where it is installed)? Median of N runs,
-   the two alternating. Goal: safe-pip <= 1.10x plain.
+   the two alternating. Goal: safe-pip <= 1.10x plain. ``uv pip`` takes its turn too, as a
+   reference, if uv is found (on PATH, or ``--uv``).
 2. ``parallel``: installing one local project into 8 venvs. Plain pip builds a local project
    inside its tree, so to be safe it must install into one venv after the other; safe-pip builds
    through safe-build and may install into all 8 at once. Wall time of 8 safe-pips at once
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,9 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_core import background_load, median, note, remove_build_state, verdict, write_project
+from figures import Figure, add_json_option, counted, loaded, write_json
 
 GOAL_NOOP = 1.10
 PLAIN = "plain pip"
+NO_CACHE = "safe-pip, all at once, no wheel cache"
+UV = "uv pip"
 PROJECT = {
     "pyproject.toml": (
         '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n\n'
@@ -55,6 +60,7 @@ class Settings:
     noop_rounds: int
     parallel_rounds: int
     jobs: int
+    uv: str | None  # uv's executable, for a reference, if it is installed
 
 
 @dataclass
@@ -115,14 +121,16 @@ def error_line(output: str) -> str:
 # --------------------------------------------------------------------------- part 1: no-op
 
 
-def bench_noop(settings: Settings, load: dict[str, float]) -> float:
-    """Plain and safe-pip alternately, each ``install setuptools`` into a venv that has it."""
+def bench_noop(settings: Settings, load: dict[str, float]) -> list[Figure]:
+    """Each ``install setuptools`` into a venv that has it, taking turns: plain, safe-pip, uv pip if found."""
     [venv] = make_venvs(settings, "noop", 1)
     arguments = ["install", "--quiet", "setuptools"]
     sides = {
         PLAIN: [*plain_pip(venv), *arguments],
         "safe-pip": [*safe_pip(), "--python", str(venv), *arguments],
     }
+    if settings.uv:
+        sides[UV] = [settings.uv, "pip", *arguments, "--python", str(venv / "bin" / "python")]
     runs = {side: Runs() for side in sides}
     with background_load("noop", load):
         for command in sides.values():  # warm both: the first run pays for cold caches
@@ -133,19 +141,24 @@ def bench_noop(settings: Settings, load: dict[str, float]) -> float:
                 seconds, failed = timed([command], settings.env, at_once=False)
                 runs[side].seconds.append(seconds)
                 runs[side].failures += failed
-    plain, ours = (median(runs[side].seconds) for side in sides)
+    plain, ours = median(runs[PLAIN].seconds), median(runs["safe-pip"].seconds)
+    uv = median(runs[UV].seconds) if UV in runs else None
     ratio = ours / plain
     print(f"\n1. no-op `pip install setuptools` (installed already), median of {settings.noop_rounds}")
     print(f"  {PLAIN:<34} {plain:7.3f} s")
     print(f"  {'safe-pip':<34} {ours:7.3f} s   {(ours - plain) * 1000:+.0f} ms")
+    if uv is not None:
+        print(f"  {UV + ' (a reference)':<34} {uv:7.3f} s")
     print(f"  ratio {ratio:.3f} (goal <= {GOAL_NOOP:.2f}: {verdict(ratio, GOAL_NOOP)})")
-    return ratio
+    what = f"no-op pip install setuptools (installed already), median of {settings.noop_rounds}"
+    figure = Figure("bench_pip noop", what, ratio, goal=GOAL_NOOP, plain=plain, safe=ours, uv=uv)
+    return loaded([figure], load, "noop")
 
 
 # --------------------------------------------------------------------------- part 2: parallel
 
 
-def bench_parallel(settings: Settings, load: dict[str, float]) -> bool:
+def bench_parallel(settings: Settings, load: dict[str, float]) -> tuple[bool, list[Figure]]:
     """One local project into ``jobs`` venvs: plain one by one, plain all at once, safe-pip all at once."""
     project = write_project(settings.work / "benchpip", PROJECT)
     plain_venvs = make_venvs(settings, "plain", settings.jobs)
@@ -156,7 +169,7 @@ def bench_parallel(settings: Settings, load: dict[str, float]) -> bool:
     ways = {  # name: (all at once?, environment, commands)
         f"{PLAIN}, one after the other": (False, settings.env, plain),
         f"{PLAIN}, all at once": (True, settings.env, plain),
-        "safe-pip, all at once, no wheel cache": (True, no_cache, ours),
+        NO_CACHE: (True, no_cache, ours),
         "safe-pip, all at once, wheel cache": (True, settings.env, ours),
     }
     runs = {way: Runs() for way in ways}
@@ -179,7 +192,31 @@ def bench_parallel(settings: Settings, load: dict[str, float]) -> bool:
     for way, result in runs.items():
         if result.failures:
             print(f"  {way} failed with, e.g.: {result.failures[0]}")
-    return not any(result.failures for way, result in runs.items() if way.startswith("safe-pip"))
+    ok = not any(result.failures for way, result in runs.items() if way.startswith("safe-pip"))
+    return ok, loaded(parallel_figures(settings, runs), load, "parallel")
+
+
+def parallel_figures(settings: Settings, runs: dict[str, Runs]) -> list[Figure]:
+    """safe-pip's wall times against plain pip's one venv after the other, and the failures at once."""
+    baseline = median(runs[f"{PLAIN}, one after the other"].seconds)
+    bench = "bench_pip parallel"
+    what = f"one local project into {settings.jobs} venvs vs plain pip one after the other"
+    ours = {way: result for way, result in runs.items() if way.startswith("safe-pip")}
+    found = [
+        Figure(
+            bench,
+            f"{what}: {way}",
+            median(result.seconds) / baseline,
+            plain=baseline,
+            safe=median(result.seconds),
+        )
+        for way, result in ours.items()
+    ]
+    failed = {way: len(runs[way].failures) for way in (f"{PLAIN}, all at once", NO_CACHE)}
+    what = "the same, all at once, no wheel cache: failed installs"
+    installs = settings.jobs * settings.parallel_rounds
+    found.append(counted(bench, what, failed[f"{PLAIN}, all at once"], failed[NO_CACHE], installs))
+    return found
 
 
 # --------------------------------------------------------------------------- running it
@@ -209,6 +246,8 @@ def prepare_env(work: Path) -> dict[str, str]:
         "PIP_FIND_LINKS": str(wheelhouse),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_CACHE_DIR": str(work / "pip-cache"),
+        "UV_NO_INDEX": "1",
+        "UV_CACHE_DIR": str(work / "uv-cache"),
         "SAFE_BUILD_CACHE_DIR": str(work / "safe-build-cache"),
     }
     for name in (
@@ -224,6 +263,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     parser.add_argument("--only", choices=("noop", "parallel"), help="run one part")
     parser.add_argument("--jobs", type=int, default=8, help="venvs installed into at once (default 8)")
+    parser.add_argument("--uv", default=shutil.which("uv"), help="the uv executable (default: uv on PATH)")
+    add_json_option(parser)
     return parser.parse_args(argv)
 
 
@@ -232,18 +273,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="safe-pip-bench-") as directory:
         work = Path(directory)
         settings = Settings(
-            work, prepare_env(work), 5 if args.quick else 15, 1 if args.quick else 3, args.jobs
+            work, prepare_env(work), 5 if args.quick else 15, 1 if args.quick else 3, args.jobs, args.uv
         )
         versions = ", ".join(
             f"{name} {importlib.metadata.version(name)}" for name in ("safe-build", "pip", "virtualenv")
         )
         print(f"safe-pip benchmark: {versions}, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
         load: dict[str, float] = {}
-        ok = True
+        ok, found = True, []
         if args.only in (None, "noop"):
-            bench_noop(settings, load)
+            found += bench_noop(settings, load)
         if args.only in (None, "parallel"):
-            ok = bench_parallel(settings, load)
+            ok, parallel = bench_parallel(settings, load)
+            found += parallel
+    write_json(args.json, found)
     return 0 if ok else 1
 
 

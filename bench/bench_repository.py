@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench_core import background_load, build_env, last_line, median, note, prepare_wheelhouse, verdict
+from figures import Figure, add_json_option, loaded, write_json
 from safe_build.fsutil import remove_tree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the fixtures of the tests
@@ -44,6 +45,7 @@ def timed(command: Sequence[str], env: dict[str, str]) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     work = Path(os.path.realpath(tempfile.mkdtemp(prefix="safe-build-bench-repository-")))
     try:
@@ -54,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plain_project = vcs_projects.checkout(fixture, work / "plain").project
         safe_project = vcs_projects.checkout(fixture, work / "safe").project
         plain, safe = [], []
-        with background_load("repository", {}):
+        seen: dict[str, float] = {}
+        with background_load("repository", seen):
             for number in range(args.rounds):
                 note(f"round {number + 1}/{args.rounds}")
                 out = work / f"out-{number}"
@@ -70,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"plain python -m build (in the tree)          {median(plain):6.2f}s")
         print(f"safe-build, repository mode, --fresh-env      {median(safe):6.2f}s")
         print(f"ratio {ratio:.2f} (goal <= {GOAL}: {verdict(ratio, GOAL)})")
+        what = f"repository mode, setuptools-scm monorepo project, sdist and wheel, median of {args.rounds}"
+        figure = Figure("bench_repository", what, ratio, goal=GOAL, plain=median(plain), safe=median(safe))
+        write_json(args.json, loaded([figure], seen, "repository"))
         return 0
     finally:
         remove_tree(work)
