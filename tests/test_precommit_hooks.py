@@ -1,7 +1,7 @@
 """The pre-commit hooks, run by real pre-commit on real git repositories.
 
-``pre-commit try-repo`` installs the hooks from this checkout as it is, ``pre-commit run`` from a
-repository made of it; either installs them with pip into an environment of its own, offline:
+``pre-commit try-repo`` and ``pre-commit run`` install the hooks from a repository made of this
+checkout as it is; either installs them with pip into an environment of its own, offline:
 the wheels of safe-build's requirements, its ``hooks`` extra and setuptools are downloaded once
 per session. pre-commit splits the files among parallel processes (one per CPU), each of which
 builds every package its files belong to, so those processes build the same packages at once.
@@ -72,6 +72,13 @@ def hook_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """This checkout as a repository of its own, with what is not committed yet (new files too,
+    which try-repo on the checkout would leave out); and its commit."""
+    return checkout_repo(tmp_path_factory.mktemp("hooks"))
+
+
+@pytest.fixture(scope="session")
 def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pre-commit's store, shared by the tests that run ``pre-commit run``: the hooks install once."""
     return tmp_path_factory.mktemp("pre-commit-home")
@@ -81,8 +88,10 @@ def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hook_env(
     env: dict[str, str], wheelhouse: Path, hook_wheelhouse: Path, pre_commit_home: Path
 ) -> dict[str, str]:
+    """Offline installs of the hooks; no byte-compiling of all of twine's requirements at install:
+    the hooks compile what they import."""
     links = f"{wheelhouse} {hook_wheelhouse}"
-    return {**env, "PIP_FIND_LINKS": links, "PRE_COMMIT_HOME": str(pre_commit_home)}
+    return {**env, "PIP_FIND_LINKS": links, "PIP_NO_COMPILE": "1", "PRE_COMMIT_HOME": str(pre_commit_home)}
 
 
 def pre_commit(*args: str) -> list[str]:
@@ -105,12 +114,12 @@ def processes() -> int:
 
 
 def test_try_repo_builds_and_checks_a_good_repository_in_parallel_chunks(
-    hook_env: dict[str, str], tmp_path: Path
+    hook_env: dict[str, str], hook_repo: tuple[Path, str], tmp_path: Path
 ) -> None:
     """Every chunk builds both packages at once with the others; all pass; the tree is untouched."""
     repo = example_repo("pre-commit", tmp_path / "repo")
     before = without_git(tree_state(repo))
-    done = run(pre_commit("try-repo", str(CHECKOUT)), hook_env, repo)
+    done = run(pre_commit("try-repo", str(hook_repo[0])), hook_env, repo)
     assert done.returncode == 0, done.stdout + done.stderr
     by_hook = reports(done.stdout)
     assert sorted(by_hook) == ["safe-build", "safe-build-check"]
@@ -124,13 +133,13 @@ def test_try_repo_builds_and_checks_a_good_repository_in_parallel_chunks(
 
 
 def test_run_reports_each_package_with_what_is_wrong_with_it(
-    hook_env: dict[str, str], tmp_path: Path
+    hook_env: dict[str, str], hook_repo: tuple[Path, str], tmp_path: Path
 ) -> None:
     """A broken pyproject.toml fails both hooks with safe-build's line naming the file, a backend's
     refusal with the backend's error; a package whose artifacts lack files fails the check hook
     with each tool's finding. The others pass, and the build hook's processes all publish their
     artifacts into one ``--outdir``."""
-    hooks, rev = checkout_repo(tmp_path / "hooks")
+    hooks, rev = hook_repo
     repo = tmp_path / "repo"
     example_repo("pre-commit", repo)
     config = (repo / ".pre-commit-config.yaml").read_text()
