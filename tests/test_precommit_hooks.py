@@ -80,7 +80,7 @@ def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="session")
 def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """pre-commit's store, shared by the tests that run ``pre-commit run``: the hooks install once."""
+    """pre-commit's store, so that ``pre-commit run`` installs the hooks once (try-repo makes its own)."""
     return tmp_path_factory.mktemp("pre-commit-home")
 
 
