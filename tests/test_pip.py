@@ -425,6 +425,70 @@ def test_direct_url_and_record_match_plain_pip(
             assert line in ours_text.splitlines()
 
 
+LIBRARY = {  # setuptools builds in the tree: a build of it that pip ran in place would leave build/ there
+    "pyproject.toml": textwrap.dedent(
+        """\
+        [build-system]
+        requires = ["setuptools>=69"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "lib"
+        version = "1.0"
+        """
+    ),
+    "lib/__init__.py": "VALUE = 5\n",
+}
+APPLICATION = {  # names its sibling by path, as hatchling's monorepo users do
+    "pyproject.toml": textwrap.dedent(
+        """\
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+
+        [project]
+        name = "app"
+        version = "1.0"
+        dependencies = ["lib @ {root:uri}/../lib"]
+
+        [tool.hatch.metadata]
+        allow-direct-references = true
+        """
+    ),
+    "app/__init__.py": "from lib import VALUE\n",
+}
+
+
+def test_path_dependencies_are_built_through_safe_build_too(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``app`` names ``lib @ file:///…/lib`` in its metadata: pip would build lib in its tree, once
+    per install. Installs of app into 4 venvs at once take lib from safe-build too, leave both trees
+    as they were, and record what plain pip records."""
+    write(tmp_path / "lib", LIBRARY)
+    write(tmp_path / "app", APPLICATION)
+    before = tree_state(tmp_path / "lib"), tree_state(tmp_path / "app")
+    *venvs, plain = make_venvs(5)
+    results = run_parallel(
+        [safe_pip("--python", venv, "install", "--no-build-isolation", "./app") for venv in venvs],
+        pip_env,
+        cwd=tmp_path,
+    )
+    assert failures(results) == []
+    assert (tree_state(tmp_path / "lib"), tree_state(tmp_path / "app")) == before
+    assert environment_problems(venvs, pip_env, ["app", "lib"], []) == []
+    for arguments in (["hatchling"], ["--no-build-isolation", "./app"]):
+        installed = run(plain_pip(plain, "install", "--quiet", *arguments), pip_env, cwd=tmp_path)
+        assert installed.returncode == 0, installed.stderr
+    for dist_info, name in (("lib-1.0.dist-info", "direct_url.json"), ("app-1.0.dist-info", "METADATA")):
+        expected = (site_packages(plain) / dist_info / name).read_bytes()
+        record = (site_packages(plain) / dist_info / "RECORD").read_text().splitlines()
+        line = next(row for row in record if row.startswith(f"{dist_info}/{name},"))
+        for venv in venvs:
+            assert (site_packages(venv) / dist_info / name).read_bytes() == expected, (venv, name)
+            assert line in (site_packages(venv) / dist_info / "RECORD").read_text().splitlines()
+
+
 def test_target_directory_install_records_the_source(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -20,12 +20,12 @@ from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
 from safe_build import (
     config,
+    coremetadata,
     gitmeta,
     isolation,
     options,
     project,
     publish,
-    realpaths,
     runner,
     snapshot,
     workdirs,
@@ -157,7 +157,7 @@ def _key_inputs(request: _Request) -> dict[str, object]:
         "skip_dependency_check": args.skip_dependency_check,
         "installer": getattr(args, "installer", None),
         "constraints": Path(constraints).read_text(encoding="utf-8") if constraints else None,
-        # where the tree lies: a backend may write it into the metadata (realpaths), so a copy of
+        # where the tree lies: a backend may write it into the metadata (_real_paths), so a copy of
         # the same files elsewhere must not be served artifacts that name this place
         "tree": str(request.tree.root),
     }
@@ -203,9 +203,9 @@ def _build(request: _Request) -> list[Path]:
     artifacts = _artifacts(work / "out")
     if request.mode in ("copy", "repository"):
         tree = request.tree
-        changes = realpaths.replacements(_snapshot_root(request), tree.root, len(tree.copy_name.parts) - 1)
+        changes = _real_paths(_snapshot_root(request), tree.root, len(tree.copy_name.parts) - 1)
         for artifact in artifacts:
-            realpaths.restore(artifact, changes)
+            coremetadata.rewrite(artifact, changes)
     return artifacts
 
 
@@ -327,6 +327,22 @@ def _readable(root: Path) -> Iterator[None]:
             hint="fix its permissions, or leave it out of the snapshot with --exclude",
             path=error.filename,
         ) from None
+
+
+def _real_paths(snapshot: Path, real: Path, levels: int) -> list[tuple[bytes, bytes]]:
+    """What the artifacts' metadata gets instead of the snapshot's paths, which a backend writes
+    there for a path dependency: ``snapshot`` (the copy of ``real``), then ``levels`` of the
+    directories above it (where the paths above the project that it brought along lie), deepest
+    first; each as a ``file:`` URI before its plain path, so that a URI gets the real path's URI
+    quoting. The snapshot mirrors the real tree, so a prefix maps a path below it to its place."""
+    found = []
+    above = zip(snapshot.parents[:levels], real.parents[:levels], strict=True)
+    for ours, theirs in [(snapshot, real), *above]:
+        found += [
+            (ours.as_uri().encode(), theirs.as_uri().encode()),
+            (os.fsencode(ours), os.fsencode(theirs)),
+        ]
+    return found
 
 
 def _snapshot_root(request: _Request) -> Path:

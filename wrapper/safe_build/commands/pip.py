@@ -22,6 +22,7 @@ circle.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safe_build import config, pipargs, pipconfig, pipgate, publish, runner, wheelrecord, workdirs
+from safe_build import config, coremetadata, pipargs, pipconfig, pipgate, publish, runner, workdirs
 from safe_build.errors import SafeBuildError, Terminated
 from safe_build.locks import Mode, NamedLock
 from safe_build.projectlock import environment_lock, keyed_lock_file, project_lock
@@ -121,6 +122,10 @@ class Shim:
     project: pipargs.LocalProject
     directory: Path
     dist_info: str  # the name of the wheel's .dist-info directory
+    # the wheel's Requires-Dist lines that name a local project by path, each with that project
+    dependencies: tuple[tuple[bytes, pipargs.LocalProject], ...] = ()
+    # those lines as the wheel has them now, naming the dependencies' shims: (shim's, original)
+    repointed: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def run(argv: Sequence[str], gate: pipgate.Gate | None = None) -> int:
@@ -277,21 +282,44 @@ def _install_lock(
 def _build(
     requirements: pipargs.Requirements, args: pipargs.PipArgs, settings: pipconfig.PipConfig, work: Path
 ) -> list[Shim]:
-    """Build each local project once through safe-build and wrap its wheel in a shim."""
+    """Build each local project once through safe-build and wrap its wheel in a shim; so too each
+    local project that their metadata names by path (``lib @ file:///…/lib``, found recursively),
+    which pip would otherwise build where it lies. Each shim's wheel then names the shims of its
+    path dependencies, so that pip takes those too."""
     from safe_build.commands import build  # noqa: PLC0415 (building is rare; importing build is not cheap)
 
     flags = _build_flags(args, settings)
     projects: dict[Path, pipargs.LocalProject] = {}
     for project in requirements.projects:
         projects.setdefault(project.directory, project)  # named twice, built once: the first naming counts
-    shims = []
+    pending, shims = list(projects.values()), list[Shim]()
     with _variables(_build_variables(args, requirements)):
-        for number, (directory, project) in enumerate(projects.items()):
+        while pending:
+            project, number = pending.pop(0), len(shims)
             out = work / "wheels" / str(number)
-            build.run(["--wheel", "--outdir", str(out), "--quiet", *flags, str(directory)])
+            build.run(["--wheel", "--outdir", str(out), "--quiet", *flags, str(project.directory)])
             [wheel] = out.glob("*.whl")
-            shims.append(_shim(project, wheel, work / "prebuilt" / str(number) / directory.name))
-    return shims
+            shim = _shim(project, wheel, work / "prebuilt" / str(number) / project.directory.name)
+            shims.append(shim)
+            for _, dependency in shim.dependencies:
+                if dependency.directory not in projects:
+                    projects[dependency.directory] = dependency
+                    pending.append(dependency)
+    by_directory = {shim.project.directory: shim.directory for shim in shims}
+    return [_repointed(shim, by_directory) for shim in shims]
+
+
+def _repointed(shim: Shim, shims: Mapping[Path, Path]) -> Shim:
+    """``shim`` with its wheel's path dependencies pointing at their shims (``shims``)."""
+    changes = tuple(
+        (line, b"Requires-Dist: " + dependency.pointing_to(shims[dependency.directory]).encode())
+        for line, dependency in shim.dependencies
+    )
+    if not changes:
+        return shim
+    [wheel] = shim.directory.glob("*.whl")
+    coremetadata.rewrite(wheel, changes)
+    return dataclasses.replace(shim, repointed=tuple((new, old) for old, new in changes))
 
 
 def _build_flags(args: pipargs.PipArgs, settings: pipconfig.PipConfig) -> list[str]:
@@ -358,7 +386,19 @@ def _shim(project: pipargs.LocalProject, wheel: Path, directory: Path) -> Shim:
         dist_info = next(
             name.split("/")[0] for name in archive.namelist() if name.split("/")[0].endswith(".dist-info")
         )
-    return Shim(project, directory, dist_info)
+        metadata = archive.read(f"{dist_info}/METADATA")
+    return Shim(project, directory, dist_info, _path_dependencies(metadata))
+
+
+def _path_dependencies(metadata: bytes) -> tuple[tuple[bytes, pipargs.LocalProject], ...]:
+    """The ``Requires-Dist`` lines of core metadata that name a local project directory."""
+    found = []
+    for line in metadata.splitlines():
+        if line.startswith(b"Requires-Dist:"):
+            dependency = pipargs.local_project(line.removeprefix(b"Requires-Dist:").decode("utf-8").strip())
+            if dependency is not None:
+                found.append((line, dependency))
+    return tuple(found)
 
 
 # --- after the install ---------------------------------------------------------------------------
@@ -377,7 +417,8 @@ def _install_dirs(python: str, location: pipargs.Location) -> list[Path]:
 
 def _record_origins(shims: Sequence[Shim], install_dirs: Sequence[Path]) -> None:
     """Make each installed distribution say it came from the user's directory, as pip would have
-    written it, instead of from its shim (and fix the RECORD line of the file)."""
+    written it, instead of from its shim, and name its path dependencies as the project does
+    (fixing the RECORD lines of those files)."""
     for shim in shims:
         for directory in install_dirs:
             dist_info = directory / shim.dist_info
@@ -386,13 +427,20 @@ def _record_origins(shims: Sequence[Shim], install_dirs: Sequence[Path]) -> None
             except (OSError, ValueError):
                 continue
             if isinstance(recorded, dict) and recorded.get("url") == pipargs.path_to_url(shim.directory):
-                _rewrite_direct_url(dist_info, json.dumps(shim.project.direct_url(), sort_keys=True).encode())
+                files = {"direct_url.json": json.dumps(shim.project.direct_url(), sort_keys=True).encode()}
+                if shim.repointed:
+                    metadata = (dist_info / "METADATA").read_bytes()
+                    files["METADATA"] = coremetadata.replaced(metadata, shim.repointed)
+                _rewrite_installed(dist_info, files)
 
 
-def _rewrite_direct_url(dist_info: Path, content: bytes) -> None:
-    _replace(dist_info / "direct_url.json", content)
+def _rewrite_installed(dist_info: Path, files: Mapping[str, bytes]) -> None:
+    """Give the files of an installed ``.dist-info`` new contents (name: content), RECORD too."""
+    for name, content in files.items():
+        _replace(dist_info / name, content)
     record = dist_info / "RECORD"
-    _replace(record, wheelrecord.updated(record.read_bytes(), {f"{dist_info.name}/direct_url.json": content}))
+    rewritten = {f"{dist_info.name}/{name}": content for name, content in files.items()}
+    _replace(record, coremetadata.updated_record(record.read_bytes(), rewritten))
 
 
 def _replace(path: Path, content: bytes) -> None:

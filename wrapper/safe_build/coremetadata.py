@@ -1,44 +1,31 @@
-"""Put the project's real path back where a backend wrote the snapshot's into an artifact's metadata.
+"""Text replaced in the core metadata of a wheel or an sdist, every other member kept as it is.
 
-A backend that resolves a path dependency against the directory it builds in (hatchling's
-``lib @ {root:uri}/../lib``, poetry-core's ``path = "../lib"``) writes that directory into the
-core metadata: from a snapshot, a private directory that is gone once the build ends. A build in
-place would have written the project's real path there, so that is what the artifact gets. Only
-the core metadata files are rewritten (a wheel's ``METADATA``, with its ``RECORD`` line; an sdist's
-``PKG-INFO`` and egg-info ``requires.txt``); every other member is copied as it is.
+Two things need it. A backend that resolves a path dependency against the directory it builds in
+(hatchling's ``lib @ {root:uri}/../lib``, poetry-core's ``path = "../lib"``) writes the snapshot's
+private directory into the metadata, where a build in place writes the project's real one. And
+safe-pip points a path dependency of a local project at the wheel that safe-build built of it.
+The core metadata files are a wheel's ``METADATA`` (its ``RECORD`` line brought up to date) and an
+sdist's ``PKG-INFO`` and egg-info ``requires.txt``.
 """
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
 import io
 import os
 import tarfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-from safe_build import wheelrecord
 
 Replacements = Sequence[tuple[bytes, bytes]]
 
 
-def replacements(snapshot: Path, real: Path, levels: int) -> list[tuple[bytes, bytes]]:
-    """What to replace: ``snapshot`` (the copy of ``real``) and ``levels`` of the directories above
-    it (where the paths above the project that the snapshot brought along lie), deepest first; each
-    as a ``file:`` URI before its plain path, so that a URI gets the real path's URI quoting. The
-    snapshot mirrors the real tree, so a prefix maps a path below it to its real place."""
-    found = []
-    above = zip(snapshot.parents[:levels], real.parents[:levels], strict=True)
-    for ours, theirs in [(snapshot, real), *above]:
-        found += [
-            (ours.as_uri().encode(), theirs.as_uri().encode()),
-            (os.fsencode(ours), os.fsencode(theirs)),
-        ]
-    return found
-
-
-def restore(artifact: Path, changes: Replacements) -> bool:
-    """Rewrite ``artifact`` in place if its metadata names the snapshot; whether it did."""
+def rewrite(artifact: Path, changes: Replacements) -> bool:
+    """Make each change (old bytes, new bytes) in ``artifact``'s core metadata, in place; whether
+    anything changed."""
     if artifact.name.endswith(".whl"):
         return _restore_wheel(artifact, changes)
     if artifact.name.endswith(".tar.gz"):
@@ -46,7 +33,8 @@ def restore(artifact: Path, changes: Replacements) -> bool:
     return False
 
 
-def _replaced(data: bytes, changes: Replacements) -> bytes:
+def replaced(data: bytes, changes: Replacements) -> bytes:
+    """``data`` with each change made, in order."""
     for old, new in changes:
         data = data.replace(old, new)
     return data
@@ -57,13 +45,13 @@ def _restore_wheel(wheel: Path, changes: Replacements) -> bool:
         infos = archive.infolist()
         contents = {info.filename: archive.read(info) for info in infos}
     metadata = [name for name in contents if name.count("/") == 1 and name.endswith(".dist-info/METADATA")]
-    rewritten = {name: _replaced(contents[name], changes) for name in metadata}
+    rewritten = {name: replaced(contents[name], changes) for name in metadata}
     rewritten = {name: data for name, data in rewritten.items() if data != contents[name]}
     if not rewritten:
         return False
     contents.update(rewritten)
     for record in [name for name in contents if name.count("/") == 1 and name.endswith(".dist-info/RECORD")]:
-        contents[record] = wheelrecord.updated(contents[record], rewritten)
+        contents[record] = updated_record(contents[record], rewritten)
     temporary = wheel.with_name(f".{wheel.name}.rewrite")
     with zipfile.ZipFile(temporary, "w") as archive:
         for info in infos:
@@ -82,7 +70,7 @@ def _restore_sdist(sdist: Path, changes: Replacements) -> bool:
             for extracted in [archive.extractfile(member)]
             if extracted is not None
         }
-        rewritten = {name: _replaced(data, changes) for name, data in contents.items()}
+        rewritten = {name: replaced(data, changes) for name, data in contents.items()}
         rewritten = {name: data for name, data in rewritten.items() if data != contents[name]}
         if not rewritten:
             return False
@@ -101,3 +89,21 @@ def _restore_sdist(sdist: Path, changes: Replacements) -> bool:
 def _is_metadata(name: str) -> bool:
     *_, directory, file = ["", *name.split("/")]
     return file == "PKG-INFO" or (file == "requires.txt" and directory.endswith(".egg-info"))
+
+
+def updated_record(record: bytes, rewritten: Mapping[str, bytes]) -> bytes:
+    """``record`` with the row of each file of ``rewritten`` (name: new content) made to match it."""
+    text = record.decode("utf-8")
+    rows = [
+        [row[0], f"sha256={_digest(rewritten[row[0]])}", str(len(rewritten[row[0]]))]
+        if row and row[0] in rewritten
+        else row
+        for row in csv.reader(io.StringIO(text))
+    ]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n" if "\r\n" in text else "\n").writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def _digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
