@@ -6,8 +6,8 @@ runs them one after the other, collects their figures through ``--json`` and wri
 ``docs/benchmarks.md`` with the chart beside it (``docs/benchmarks.svg``). Needs the ``bench``
 extra (matplotlib)::
 
-    python bench/report.py                      # everything: about 45 minutes on 2 cores
-    python bench/report.py --quick              # smoke run: a few minutes, labelled as such
+    python bench/report.py                      # everything: about 35 minutes on 2 quiet cores
+    python bench/report.py --quick              # smoke run: few rounds, small trees, so labelled
     python bench/report.py --only cache --only repository
     python bench/report.py --tree-dir /dev/shm  # large trees on a tmpfs, keeping the disk out
 
@@ -194,14 +194,16 @@ def markdown(runs: Sequence[Run], host: Machine, chart: str | None) -> str:
 
 
 def write_report(runs: Sequence[Run], host: Machine, out: Path) -> None:
-    """The Markdown report and, beside it, its chart (an SVG of the same name)."""
-    from chart import draw  # noqa: PLC0415  # matplotlib only here: the table needs none of it
+    """The Markdown report and, beside it, its chart (an SVG of the same name) if it has any bars."""
+    from chart import charted, draw  # noqa: PLC0415  # matplotlib only here: the table needs none of it
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    chart = out.with_suffix(".svg")
-    title = "Quick smoke run: not the project's figures" if host.quick else f"safe-build, {host.date}"
-    draw([figure for done in runs for figure in done.figures], chart, title)
-    out.write_text(markdown(runs, host, chart.name), encoding="utf-8")
+    figures = [figure for done in runs for figure in done.figures]
+    chart = out.with_suffix(".svg") if charted(figures) else None
+    if chart:
+        title = "Quick smoke run: not the project's figures" if host.quick else f"safe-build, {host.date}"
+        draw(figures, chart, title)
+    out.write_text(markdown(runs, host, chart.name if chart else None), encoding="utf-8")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

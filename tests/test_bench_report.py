@@ -86,3 +86,12 @@ def test_report_and_chart_are_written(tmp_path: Path) -> None:
     assert "one wheel build" in drawn
     assert "failed builds" not in drawn  # a count with a goal of zero has no place on a log axis
     assert "(benchmarks.svg)" in (tmp_path / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+
+
+def test_no_chart_when_no_figure_has_a_goal_to_chart(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    runs = [report.Run("core", ["python", "bench_core.py", "--json", "x"], 1, 61.0, FIGURES[2:])]
+    report.write_report(runs, HOST, tmp_path / "benchmarks.md")
+
+    assert not (tmp_path / "benchmarks.svg").exists()
+    assert "![" not in (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
