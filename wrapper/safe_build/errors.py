@@ -10,7 +10,10 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # not imported at run time: safe-pip starts pip before it imports pathlib
+    from pathlib import Path
 
 EXIT_BUILD_FAILED = 1
 EXIT_BAD_INPUT = 2
