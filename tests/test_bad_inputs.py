@@ -402,11 +402,6 @@ CASES: dict[str, Case] = {
         "ERROR: Failed to run pip under {file}: [Errno 13] Permission denied: '{file}'",
     ),
 }
-XFAIL = {
-    "pip-python-is-a-file": "safe-pip runs a --python that is no interpreter itself, to ask where it "
-    "installs, and lets the PermissionError out as 'safe-build: error: Permission denied: FILE' instead "
-    "of pip's own error",
-}
 
 
 def snapshot(world: World, case_dir: Path) -> dict[str, tuple[int, bytes | str]]:
@@ -425,15 +420,7 @@ def bookkeeping(name: str) -> bool:
     )
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=XFAIL[name]))
-        if name in XFAIL
-        else name
-        for name in CASES
-    ],
-)
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_and_writes_nothing(name: str, world: World, tmp_path: Path) -> None:
     case = CASES[name]
     values = fields(world, tmp_path)

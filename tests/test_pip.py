@@ -409,12 +409,18 @@ def test_requirement_files_name_local_projects(
 def test_direct_url_and_record_match_plain_pip(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """direct_url.json, byte for byte, and its RECORD line are what plain pip writes."""
+    """direct_url.json, byte for byte, and its RECORD line are what plain pip writes; and a quiet
+    install is as quiet as pip's (safe-build's build says nothing unless it fails)."""
     write(tmp_path / "t", TOOL)
     plain, ours = make_venvs(2)
+    outputs = []
     for command in (plain_pip(plain), safe_pip("--python", ours)):
-        installed = run([*command, "install", "--no-build-isolation", "./t"], pip_env, cwd=tmp_path)
+        installed = run(
+            [*command, "install", "--quiet", "--no-build-isolation", "./t"], pip_env, cwd=tmp_path
+        )
         assert installed.returncode == 0, installed.stderr
+        outputs.append((installed.stdout, installed.stderr))
+    assert outputs[1] == outputs[0] == ("", "")
     for name in ("direct_url.json", "RECORD"):
         plain_text = (site_packages(plain) / "t-4.dist-info" / name).read_text()
         ours_text = (site_packages(ours) / "t-4.dist-info" / name).read_text()

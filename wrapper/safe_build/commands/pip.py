@@ -188,7 +188,17 @@ def _find_target(args: pipargs.PipArgs) -> Target:
         env[pipgate.RUNNING_IN_SUBPROCESS] = "1"
     else:
         python = _default_python()
-    prefix, has_pip = _environment(python)
+    try:
+        prefix, has_pip = _environment(python)
+    except OSError as error:  # no interpreter at all
+        if named is None:
+            raise SafeBuildError(
+                f"cannot run {python} to install with: {error.strerror}",
+                hint="activate a venv, or name one with --python",
+            ) from None
+        env.pop(pipgate.RUNNING_IN_SUBPROCESS, None)  # our pip says so, in pip's words
+        _check_own_pip(f"{named} (--python) is not a Python interpreter", "name one, or a venv")
+        return Target(sys.executable, (), env, named, None)
     if has_pip:
         return Target(python, (), env, python, prefix)
     env.pop(pipgate.RUNNING_IN_SUBPROCESS, None)  # our pip is to start the target's Python itself
@@ -297,7 +307,9 @@ def _build(
         while pending:
             project, number = pending.pop(0), len(shims)
             out = work / "wheels" / str(number)
-            build.run(["--wheel", "--outdir", str(out), "--quiet", *flags, str(project.directory)])
+            # quiet: pip reports what it installs; a failed build still shows its output and error
+            quiet = ["--quiet", "--quiet"]
+            build.run(["--wheel", "--outdir", str(out), *quiet, *flags, str(project.directory)])
             [wheel] = out.glob("*.whl")
             shim = _shim(project, wheel, work / "prebuilt" / str(number) / project.directory.name)
             shims.append(shim)
