@@ -63,7 +63,7 @@ PATH_DEPENDENCY = {  # hatchling's way of naming a sibling in a monorepo
         [project]
         name = "above-app"
         version = "1.0"
-        dependencies = ["above-hatch @ {root:uri}/../hatch"]
+        dependencies = ["above-hatch @ {root:uri}/../hatch", "above-setup @ {root:parent:uri}/setup-py"]
 
         [tool.hatch.metadata]
         allow-direct-references = true
@@ -213,6 +213,7 @@ def test_a_dependency_named_by_path_names_the_real_place(
         expected = metadata(next((tmp_path / "plain-out").glob(pattern)))
         assert metadata(artifact) == expected.replace(plain.as_uri(), ours.as_uri())
         assert f"Requires-Dist: above-hatch @ {(ours / 'app').as_uri()}/../hatch" in metadata(artifact)
+        assert f"Requires-Dist: above-setup @ {ours.as_uri()}/setup-py" in metadata(artifact)
     assert wheel_problems(next((tmp_path / "out").glob("*.whl"))) == []
 
     # the same files elsewhere: a new build that names that place, not the first one's artifacts

@@ -203,7 +203,7 @@ def _build(request: _Request) -> list[Path]:
     artifacts = _artifacts(work / "out")
     if request.mode in ("copy", "repository"):
         tree = request.tree
-        changes = _real_paths(_snapshot_root(request), tree.root, len(tree.copy_name.parts) - 1)
+        changes = _real_paths(_snapshot_root(request), tree.root, len(tree.copy_name.parts))
         for artifact in artifacts:
             coremetadata.rewrite(artifact, changes)
     return artifacts
@@ -272,7 +272,7 @@ class _Tree:
         """Where below the snapshot directory the copy of ``root`` goes: deep enough that the paths
         above it that an include names (``../LICENSE``) land beside it, as they lie beside ``root``."""
         ups = max((config.levels_above(pattern) for pattern in self.selection.include), default=0)
-        return Path(*self.root.parts[-(ups + 1) :])
+        return Path(*self.root.parts[1:][-(ups + 1) :])  # never the anchor: that would make it absolute
 
     def exclude(self, outdir: Path) -> list[str]:
         return _inside(outdir, self.root)
@@ -332,9 +332,11 @@ def _readable(root: Path) -> Iterator[None]:
 def _real_paths(snapshot: Path, real: Path, levels: int) -> list[tuple[bytes, bytes]]:
     """What the artifacts' metadata gets instead of the snapshot's paths, which a backend writes
     there for a path dependency: ``snapshot`` (the copy of ``real``), then ``levels`` of the
-    directories above it (where the paths above the project that it brought along lie), deepest
-    first; each as a ``file:`` URI before its plain path, so that a URI gets the real path's URI
-    quoting. The snapshot mirrors the real tree, so a prefix maps a path below it to its place."""
+    directories above it, up to the snapshot directory (a sibling named from the parent, as
+    hatchling's ``{root:parent:uri}/lib``; the paths above the project that it brought along),
+    deepest first; each as a ``file:`` URI before its plain path, so that a URI gets the real
+    path's URI quoting. The snapshot mirrors the real tree, so a prefix maps a path below it to
+    its place."""
     found = []
     above = zip(snapshot.parents[:levels], real.parents[:levels], strict=True)
     for ours, theirs in [(snapshot, real), *above]:
