@@ -364,7 +364,7 @@ CASES: dict[str, Case] = {
         (*GOOD, "--no-cache", "--lock-timeout", "0.5"),
         3,
         r"safe-build: error: timed out after 0\.5s waiting for the project lock on {project} \(held by "
-        r"pid {pid}: safe-build .*, exclusive, for [\d.]+s\); "
+        r"pid {pid}: safe-build[^,]*, exclusive, for [\d.]+s\); "
         r"wait for that process to finish or stop it, or raise --lock-timeout",
         setting=project_locked,
         pattern=True,
