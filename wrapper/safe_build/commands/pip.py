@@ -479,7 +479,7 @@ def _run_pip(
     if gate is None or not gate.fits(target.interpreter, target.env):
         if gate is not None:
             gate.close()  # the wrong pip: called off now, not kept waiting while the right one runs
-        gate = pipgate.Gate(target.interpreter, target.env)
+        gate = pipgate.Gate(target.interpreter, target.env, arguments)
     process = gate.open([*target.leading, *arguments], descriptors)
     try:
         code = process.wait()
