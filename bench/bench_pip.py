@@ -3,8 +3,9 @@
 Two parts, each answering a question a user weighing safe-pip would ask:
 
 1. ``noop``: what do safe-pip's locks and its reading of the command line cost on a command
-   that has nothing to do (``pip install setuptools`` where it is installed)? Median of N runs,
-   the two alternating. Goal: safe-pip <= 1.10x plain. ``uv pip`` takes its turn too, as a
+   that has nothing to do (``pip install setuptools`` where it is installed)? Median of 40 runs
+   (5 with ``--quick``), the two alternating: single runs vary by +-15 % here, so fewer rounds
+   move the median by several percent. Goal: safe-pip <= 1.10x plain. ``uv pip`` takes its turn too, as a
    reference, if uv is found (on PATH, or ``--uv``).
 2. ``parallel``: installing one local project into 8 venvs. Plain pip builds a local project
    inside its tree, so to be safe it must install into one venv after the other; safe-pip builds
@@ -273,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="safe-pip-bench-") as directory:
         work = Path(directory)
         settings = Settings(
-            work, prepare_env(work), 5 if args.quick else 15, 1 if args.quick else 3, args.jobs, args.uv
+            work, prepare_env(work), 5 if args.quick else 40, 1 if args.quick else 3, args.jobs, args.uv
         )
         versions = ", ".join(
             f"{name} {importlib.metadata.version(name)}" for name in ("safe-build", "pip", "virtualenv")

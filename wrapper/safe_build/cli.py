@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -59,13 +60,26 @@ def _command(arguments: list[str]) -> int:
 
 
 def entrypoint() -> None:
-    raise SystemExit(main())
+    _exit(main())
 
 
 def pip_entrypoint() -> None:
     """``safe-pip ARGS`` is ``safe-build pip ARGS``, and lock holder records say so."""
     sys.argv[1:1] = ["pip"]
-    raise SystemExit(main())
+    _exit(main())
+
+
+def _exit(code: int) -> None:
+    """Exit with ``code`` once the output is flushed, without tearing down the interpreter.
+
+    ``main`` has released every lock and removed every private directory by now, and nothing
+    registers exit handlers; the teardown of all the modules loaded would only keep the caller
+    (pip's, a build's) waiting 15-20 ms more.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (| head) has all it wanted
+            stream.flush()
+    os._exit(code)
 
 
 def _fail(message: str, code: int) -> int:
