@@ -27,9 +27,9 @@ def rewrite(artifact: Path, changes: Replacements) -> bool:
     """Make each change (old bytes, new bytes) in ``artifact``'s core metadata, in place; whether
     anything changed."""
     if artifact.name.endswith(".whl"):
-        return _restore_wheel(artifact, changes)
+        return _rewrite_wheel(artifact, changes)
     if artifact.name.endswith(".tar.gz"):
-        return _restore_sdist(artifact, changes)
+        return _rewrite_sdist(artifact, changes)
     return False
 
 
@@ -40,17 +40,22 @@ def replaced(data: bytes, changes: Replacements) -> bytes:
     return data
 
 
-def _restore_wheel(wheel: Path, changes: Replacements) -> bool:
+def _changed(contents: Mapping[str, bytes], changes: Replacements) -> dict[str, bytes]:
+    """The new contents of those of ``contents`` (name: content) that the changes change."""
+    rewritten = {name: replaced(data, changes) for name, data in contents.items()}
+    return {name: data for name, data in rewritten.items() if data != contents[name]}
+
+
+def _rewrite_wheel(wheel: Path, changes: Replacements) -> bool:
     with zipfile.ZipFile(wheel) as archive:
         infos = archive.infolist()
+        metadata = [info for info in infos if _is_dist_info(info.filename, "METADATA")]
+        rewritten = _changed({info.filename: archive.read(info) for info in metadata}, changes)
+        if not rewritten:
+            return False  # the usual case, after every build: only METADATA was read
         contents = {info.filename: archive.read(info) for info in infos}
-    metadata = [name for name in contents if name.count("/") == 1 and name.endswith(".dist-info/METADATA")]
-    rewritten = {name: replaced(contents[name], changes) for name in metadata}
-    rewritten = {name: data for name, data in rewritten.items() if data != contents[name]}
-    if not rewritten:
-        return False
     contents.update(rewritten)
-    for record in [name for name in contents if name.count("/") == 1 and name.endswith(".dist-info/RECORD")]:
+    for record in [name for name in contents if _is_dist_info(name, "RECORD")]:
         contents[record] = updated_record(contents[record], rewritten)
     temporary = wheel.with_name(f".{wheel.name}.rewrite")
     with zipfile.ZipFile(temporary, "w") as archive:
@@ -60,7 +65,7 @@ def _restore_wheel(wheel: Path, changes: Replacements) -> bool:
     return True
 
 
-def _restore_sdist(sdist: Path, changes: Replacements) -> bool:
+def _rewrite_sdist(sdist: Path, changes: Replacements) -> bool:
     with tarfile.open(sdist) as archive:
         members = archive.getmembers()
         contents = {
@@ -70,8 +75,7 @@ def _restore_sdist(sdist: Path, changes: Replacements) -> bool:
             for extracted in [archive.extractfile(member)]
             if extracted is not None
         }
-        rewritten = {name: replaced(data, changes) for name, data in contents.items()}
-        rewritten = {name: data for name, data in rewritten.items() if data != contents[name]}
+        rewritten = _changed(contents, changes)
         if not rewritten:
             return False
         temporary = sdist.with_name(f".{sdist.name}.rewrite")
@@ -84,6 +88,12 @@ def _restore_sdist(sdist: Path, changes: Replacements) -> bool:
                     out.addfile(member, archive.extractfile(member) if member.isfile() else None)
     os.replace(temporary, sdist)
     return True
+
+
+def _is_dist_info(name: str, file: str) -> bool:
+    """Is ``name`` the wheel's own ``.dist-info/FILE``?"""
+    directory, _, rest = name.partition("/")
+    return directory.endswith(".dist-info") and rest == file
 
 
 def _is_metadata(name: str) -> bool:
