@@ -12,7 +12,7 @@ cached build skip. For each size, a tree of files of 5-15 KiB (about 10 KiB each
 Medians are printed with the ratio to ``cp -a``. Everything runs on a warm page cache (dropping
 caches needs privileges): the numbers compare the work done, not the disk. Use ``--tree-dir``
 on a tmpfs (``/dev/shm``) to keep the disk out of ``cp -a`` too. Timing starts once the newest
-file is ``cachekey.SETTLE_NS`` old, so that a warm memo can hold all of them, as it would for a
+file is ``digests.SETTLE_NS`` old, so that a warm memo can hold all of them, as it would for a
 tree not edited in the last seconds. The load average is printed before and after, and how
 many cores other processes kept busy during each size: on a busy machine, compare the ratios,
 not the seconds.
@@ -39,7 +39,7 @@ from pathlib import Path
 
 from bench_core import background_load
 from figures import Figure, add_json_option, loaded, write_json
-from safe_build import cachekey
+from safe_build import cachekey, digests
 
 FILES_PER_DIR = 10
 INPUTS: dict[str, object] = {"distributions": ["wheel"], "isolation": "isolated"}
@@ -139,7 +139,7 @@ def settle(tree: Path) -> None:
         for current, _, names in os.walk(tree)
         for name in names
     )
-    wait = (newest + cachekey.SETTLE_NS - time.time_ns()) / 1e9
+    wait = (newest + digests.SETTLE_NS - time.time_ns()) / 1e9
     if wait > 0:
         note(f"waiting {wait:.1f}s for the files to settle")
         time.sleep(wait + 0.1)

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from figures import Figure, add_json_option, counted, loaded, write_json
-from safe_build import snapshot
+from safe_build import digests, snapshot, traversal
 
 PARTS = ("single", "snapshot", "concurrent")
 PLAIN = "plain"
@@ -561,10 +561,11 @@ def time_cp(settings: Settings, tree: Path, name: str) -> Copied:
 
 
 def time_take(settings: Settings, tree: Path, name: str) -> Copied:
-    """One in-process ``snapshot.take``, exactly as safe-build calls it."""
+    """One in-process ``snapshot.take``, as safe-build calls it for a cached build: the copy digests
+    what it writes (no memo: every file is read)."""
     target = fresh_copy_target(settings, name)
     started, cpu = time.perf_counter(), own_cpu_seconds()
-    copy = snapshot.take(tree, target)
+    copy = snapshot.take(traversal.plan(tree), target, recorder=digests.Recorder({}, remember=False))
     seconds, cpu = time.perf_counter() - started, own_cpu_seconds() - cpu
     return Copied(seconds, cpu, count_files(target), copy.listed_by)
 
@@ -633,7 +634,7 @@ def audit_take(settings: Settings, recorder: AuditRecorder, tree: Path, mode: st
     """Every open and directory listing Python makes during ``take``, checked for node_modules."""
     target = fresh_copy_target(settings, f"audit-{mode}")
     with git_hidden(mode), recorder.recording() as paths:
-        copy = snapshot.take(tree, target)
+        copy = snapshot.take(traversal.plan(tree), target)
     shutil.rmtree(target)
     touching = [path for path in paths if touches_ignored(path)]
     return ReadCheck("audit hook", mode, len(paths), touching, copy.listed_by)

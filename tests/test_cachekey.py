@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from safe_build import cachekey, snapshot
-from safe_build.config import Selection
+from safe_build import cachekey, digests, snapshot, traversal
+from safe_build.patterns import Selection
 
 INPUTS: dict[str, object] = {"distributions": ["wheel"], "config_settings": [], "isolation": "isolated"}
 PYPROJECT = textwrap.dedent(
@@ -214,7 +215,7 @@ def test_git_and_walk_cover_the_same_work_tree_content(repo: Path, monkeypatch: 
     by_git = key(repo)
     write(repo / "untracked.py", "A = 2\n")
     assert key(repo) != by_git
-    monkeypatch.setattr(snapshot, "_git_listing", lambda project, extra, **_: None)
+    monkeypatch.setattr(traversal, "_git_listing", lambda project, extra, **_: None)
     walked = cachekey.compute(repo, INPUTS)
     assert walked.listed_by == "walk"
     write(repo / "untracked.py", "A = 3\n")
@@ -248,8 +249,16 @@ def test_outside_symlinks_count_as_what_they_point_to(project: Path, tmp_path: P
     assert key(project) != after_license
 
 
+def copy_key(project: Path, destination: Path) -> cachekey.Key:
+    """The key the snapshot's own pass computes from what it wrote."""
+    plan = traversal.plan(project)
+    recorder = digests.Recorder({}, remember=False)
+    snapshot.take(plan, destination, recorder=recorder)
+    return cachekey.of_copy(recorder, plan, cachekey.context(project, INPUTS))
+
+
 def test_key_of_a_snapshot_equals_key_of_its_source(project: Path, tmp_path: Path) -> None:
-    """The key describes what the copy holds: computed on the copy itself, it is the same."""
+    """The copy digests what it wrote: for a tree nobody changes, that is the key read in place."""
     write(tmp_path / "shared/LICENSE", "MIT\n")
     write(tmp_path / "shared/data/table.csv", "a,b\n")
     (project / "LICENSE").symlink_to(tmp_path / "shared/LICENSE")
@@ -260,20 +269,31 @@ def test_key_of_a_snapshot_equals_key_of_its_source(project: Path, tmp_path: Pat
     (project / "run.sh").touch(mode=0o755)
     (project / "ro.txt").touch(mode=0o444)
     os.mkfifo(project / "pipe")  # skipped by both, never opened
-    copy = snapshot.take(project, tmp_path / "copy")
-    assert copy.skipped == ["pipe"]
-    assert key(tmp_path / "copy") == key(project)
+    copied = copy_key(project, tmp_path / "copy")
+    assert copied == cachekey.compute(project, INPUTS)
+    assert (copied.files, copied.links) == (8, 2)  # the targets of LICENSE and data; alias, dangling
+
+
+def test_key_of_a_snapshot_names_what_it_copied_not_what_was_looked_up(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file changed after the lookup: the copy's key is that of the new content."""
+    looked_up = cachekey.compute(project, INPUTS)
+    write(project / "src/p/core.py", "def f():\n    return 3\n")
+    copied = copy_key(project, tmp_path / "copy")
+    assert copied != looked_up
+    assert copied == cachekey.compute(project, INPUTS)
 
 
 def test_files_gone_since_listing_are_skipped(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = key(project)
-    listing = snapshot.listing
+    plan = traversal.plan
 
-    def with_ghost(*args: object, **kwargs: object) -> tuple[list[str], str]:
-        entries, listed_by = listing(*args, **kwargs)  # type: ignore[arg-type]
-        return sorted([*entries, "src/p/deleted.py"]), listed_by
+    def with_ghost(*args: object, **kwargs: object) -> traversal.Plan:
+        listed = plan(*args, **kwargs)  # type: ignore[arg-type]
+        return dataclasses.replace(listed, entries=(*listed.entries, "src/p/deleted.py"))
 
-    monkeypatch.setattr(snapshot, "listing", with_ghost)
+    monkeypatch.setattr(traversal, "plan", with_ghost)
     assert key(project) == before
 
 
@@ -312,7 +332,7 @@ def test_inputs_must_be_plain_json(project: Path) -> None:
 def test_memo_gives_the_same_key_and_spares_reads(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cachekey, "SETTLE_NS", 0)  # every file counts as settled at once
+    monkeypatch.setattr(digests, "SETTLE_NS", 0)  # every file counts as settled at once
     memo = cachekey.memo_path(tmp_path / "cache", project)
     plain = cachekey.compute(project, INPUTS)
     cold = cachekey.compute(project, INPUTS, memo=memo)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import pytest
 
-from safe_build import config, isolation, options
+from safe_build import config, isolation, options, patterns
 from safe_build.cli import main
 from safe_build.project import read_pyproject
 from tests.conftest import write_project
@@ -373,7 +373,7 @@ def test_a_setting_overrides_detection(tmp_path: Path) -> None:
     )
 
 
-SELECTION = config.Selection(
+SELECTION = patterns.Selection(
     include=("data/keep.bin", "gen/**/*.h", "build/version.py"), exclude=("data", "**/*.log", "docs/*.md")
 )
 
@@ -401,8 +401,8 @@ def test_selection_patterns(relative: str, included: bool, excluded: bool) -> No
 
 def test_include_roots_are_where_to_look() -> None:
     assert SELECTION.include_roots() == ["build/version.py", "data/keep.bin", "gen"]
-    assert config.Selection(include=("gen/a", "gen", "x/**/y")).include_roots() == ["gen", "x"]
-    assert config.Selection(include=("*.so", "gen")).include_roots() == [""]
+    assert patterns.Selection(include=("gen/a", "gen", "x/**/y")).include_roots() == ["gen", "x"]
+    assert patterns.Selection(include=("*.so", "gen")).include_roots() == [""]
 
 
 # name -> build requirements, flags, the line -v shows

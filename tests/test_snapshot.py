@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from safe_build import snapshot
-from safe_build.config import Selection
+from safe_build import snapshot, traversal
+from safe_build.patterns import Selection
+
+
+def take(tree: Path, destination: Path, **plan: object) -> snapshot.Snapshot:
+    """A snapshot of ``tree`` as safe-build takes one: its plan, then the copy."""
+    return snapshot.take(traversal.plan(tree, **plan), destination)  # type: ignore[arg-type]
 
 
 def write(path: Path, text: str = "x\n") -> Path:
@@ -83,7 +88,7 @@ EXPECTED_WALK = {"pyproject.toml", "src/p/__init__.py", "src/p/build/__init__.py
 def test_walk_copies_sources_and_never_reads_excluded_dirs(
     tree: Path, tmp_path: Path, reads: list[str]
 ) -> None:
-    copy = snapshot.take(tree, tmp_path / "copy")
+    copy = take(tree, tmp_path / "copy")
     assert copy.listed_by == "walk"
     assert listing(tmp_path / "copy") == EXPECTED_WALK
     touched = [path for path in reads if "node_modules" in path or ".tox" in path or ".venv" in path]
@@ -99,7 +104,7 @@ def test_git_listing_takes_tracked_and_untracked_but_not_ignored(tree: Path, tmp
     git(tree, "commit", "-qm", "init")
     write(tree / "src/p/__init__.py", "changed = True\n")  # uncommitted change: the work tree counts
     (tree / "src/p/build/__init__.py").unlink()  # never added; gone
-    copy = snapshot.take(tree, tmp_path / "copy")
+    copy = take(tree, tmp_path / "copy")
     assert copy.listed_by == "git"
     assert listing(tmp_path / "copy") == {
         "pyproject.toml",
@@ -117,21 +122,21 @@ def test_project_inside_an_ignored_dir_of_a_repository_is_walked(tmp_path: Path)
     project = repo / "vendor" / "p"
     write(project / "pyproject.toml")
     write(project / "p.py")
-    copy = snapshot.take(project, tmp_path / "copy")
+    copy = take(project, tmp_path / "copy")
     assert copy.listed_by == "walk"
     assert listing(tmp_path / "copy") == {"pyproject.toml", "p.py"}
 
 
 def test_output_dir_inside_the_project_is_left_out(tree: Path, tmp_path: Path) -> None:
     write(tree / "wheels/p-1-py3-none-any.whl")
-    snapshot.take(tree, tmp_path / "copy", exclude=["wheels"])
+    take(tree, tmp_path / "copy", exclude=["wheels"])
     assert not (tmp_path / "copy/wheels").exists()
 
 
 def test_output_dir_inside_a_repository_is_left_out_with_its_contents(tree: Path, tmp_path: Path) -> None:
     git(tree, "init", "-q")
     write(tree / "wheels/p-1-py3-none-any.whl")  # untracked, not ignored: git lists it
-    snapshot.take(tree, tmp_path / "copy", exclude=["wheels"])
+    take(tree, tmp_path / "copy", exclude=["wheels"])
     assert not (tmp_path / "copy/wheels").exists()
 
 
@@ -149,50 +154,117 @@ def test_include_and_exclude_patterns_shape_the_copy(tree: Path, tmp_path: Path,
         include=("src/p/_generated.py", "docs/keep.txt", "node_modules/a/*.js", "wheels/*"),
         exclude=("docs", "**/*.log"),
     )
-    copy = snapshot.take(tree, tmp_path / "copy", exclude=["wheels"], selection=selection)
+    copy = take(tree, tmp_path / "copy", exclude=["wheels"], selection=selection)
     assert copy.listed_by == ("git" if use_git else "walk")
     included = {"src/p/_generated.py", "docs/keep.txt", "node_modules/a/index.js", ".gitignore"}
     assert listing(tmp_path / "copy") == EXPECTED_WALK | included
 
 
-def test_links_inside_stay_links_outside_become_copies(tree: Path, tmp_path: Path) -> None:
+def test_links_keep_their_text_and_outside_targets_come_along_frozen(tree: Path, tmp_path: Path) -> None:
     outside = write(tmp_path / "shared/LICENSE", "license text\n")
     write(tmp_path / "shared/dir/data.txt", "data\n")
-    (tree / "LICENSE").symlink_to(outside)
-    (tree / "shared-dir").symlink_to(tmp_path / "shared/dir")
+    (tree / "LICENSE").symlink_to("../shared/LICENSE")  # relative, out of the project
+    (tree / "shared-dir").symlink_to(tmp_path / "shared/dir")  # absolute, out of the project
     (tree / "alias.py").symlink_to(tree / "src/p/__init__.py")  # absolute, but inside
+    (tree / "sibling.py").symlink_to("src/p/__init__.py")  # relative, inside
     (tree / "dangling").symlink_to("does-not-exist")
-    copy_root = tmp_path / "copy"
-    snapshot.take(tree, copy_root)
+    zone = tmp_path / "zone"
+    copy_root = zone / "project"
+    snapshot.take(traversal.plan(tree), copy_root, zone=zone, spare=tmp_path / "spare")
+    outside.write_text("changed after the copy\n")
 
-    assert not (copy_root / "LICENSE").is_symlink()
-    assert (copy_root / "LICENSE").read_text() == "license text\n"
-    assert (copy_root / "shared-dir/data.txt").read_text() == "data\n"
-    assert not (copy_root / "shared-dir").is_symlink()
+    license_copy = copy_root / "LICENSE"
+    assert os.readlink(license_copy) == "../shared/LICENSE"  # what a backend archives, as in the tree
+    assert license_copy.read_text() == "license text\n"  # read when the copy was taken
+    assert license_copy.resolve() == (zone / "shared/LICENSE").resolve()
+    shared = copy_root / "shared-dir"
+    assert (shared / "data.txt").read_text() == "data\n"
+    assert shared.resolve().is_relative_to((tmp_path / "spare").resolve())  # not the real directory
     alias = copy_root / "alias.py"
-    assert alias.is_symlink()
     assert not os.path.isabs(os.readlink(alias))  # never leads back into the user's tree
     assert alias.resolve() == (copy_root / "src/p/__init__.py").resolve()
+    assert os.readlink(copy_root / "sibling.py") == "src/p/__init__.py"
     assert os.readlink(copy_root / "dangling") == "does-not-exist"
 
 
-def test_copies_are_real_writable_copies_with_times_kept(tree: Path, tmp_path: Path) -> None:
+def test_link_loops_and_links_to_fifos_end_and_nothing_is_opened(tree: Path, tmp_path: Path) -> None:
+    """A directory out of the project that links back to itself, a pair of directories linking to
+    each other, and a link to a fifo: plain build succeeds on all of them, so the copy must end."""
+    write(tmp_path / "out/loop/file.txt")
+    (tmp_path / "out/loop/self").symlink_to(".")
+    write(tmp_path / "out/a/a.txt")
+    write(tmp_path / "out/b/b.txt")
+    (tmp_path / "out/a/to-b").symlink_to("../b")
+    (tmp_path / "out/b/to-a").symlink_to("../a")
+    os.mkfifo(tmp_path / "out/pipe")
+    (tree / "loop").symlink_to(tmp_path / "out/loop")
+    (tree / "a").symlink_to(tmp_path / "out/a")
+    (tree / "pipe").symlink_to(tmp_path / "out/pipe")
+    copy_root = tmp_path / "copy"
+    copy = subprocess_take(tree, copy_root)
+
+    assert (copy_root / "loop/self/self/file.txt").read_text() == "x\n"  # the loop is still a loop
+    assert os.readlink(copy_root / "loop/self") == "."
+    assert (copy_root / "a/to-b/b.txt").is_file()
+    assert (copy_root / "a/to-b/to-a/a.txt").is_file()
+    assert not (copy_root / "pipe").exists()
+    assert "pipe" in copy
+
+
+def subprocess_take(tree: Path, destination: Path) -> str:
+    """``take`` in a process of its own with a timeout: a copy that opens a fifo never ends."""
+    program = (
+        "import sys; from pathlib import Path; from safe_build import snapshot, traversal; "
+        "print(snapshot.take(traversal.plan(Path(sys.argv[1])), Path(sys.argv[2])).skipped)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(tree), str(destination)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_copies_are_real_copies_with_modes_and_times_kept(tree: Path, tmp_path: Path) -> None:
     source = tree / "src/p/__init__.py"
     os.utime(source, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
     source.chmod(0o444)
-    snapshot.take(tree, tmp_path / "copy")
+    (tree / "run.sh").touch(mode=0o750)
+    take(tree, tmp_path / "copy")
     copied = tmp_path / "copy/src/p/__init__.py"
     assert copied.stat().st_ino != source.stat().st_ino
     assert copied.stat().st_nlink == 1
-    assert copied.stat().st_mode & stat.S_IWUSR
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o444  # read-only stays read-only, as sdists record it
+    assert stat.S_IMODE((tmp_path / "copy/run.sh").stat().st_mode) == 0o750
     assert copied.stat().st_mtime_ns == 1_000_000_000_000_000_000
+    source.chmod(0o644)
+    copied.chmod(0o644)
     copied.write_text("backend wrote here\n")
     assert source.read_text() == "x\n"
 
 
+def test_sparse_files_stay_sparse(tree: Path, tmp_path: Path) -> None:
+    sparse = tree / "sparse.img"
+    with sparse.open("wb") as file:
+        file.truncate(1 << 30)
+        file.seek(1 << 29)
+        file.write(b"data in the middle")
+    if sparse.stat().st_blocks * 512 >= 1 << 20:
+        pytest.skip("this file system does not keep holes")
+    take(tree, tmp_path / "copy")
+    copied = tmp_path / "copy/sparse.img"
+    assert copied.stat().st_size == 1 << 30
+    assert copied.stat().st_blocks * 512 <= sparse.stat().st_blocks * 512 + (1 << 20)
+    with copied.open("rb") as file:
+        file.seek(1 << 29)
+        assert file.read(18) == b"data in the middle"
+
+
 def test_fifos_and_sockets_are_skipped(tree: Path, tmp_path: Path) -> None:
     os.mkfifo(tree / "pipe")
-    copy = snapshot.take(tree, tmp_path / "copy")  # would hang reading the fifo if it tried
+    copy = take(tree, tmp_path / "copy")  # would hang reading the fifo if it tried
     assert copy.skipped == ["pipe"]
     assert not (tmp_path / "copy/pipe").exists()
 
@@ -209,6 +281,6 @@ def test_submodule_contents_are_copied(tmp_path: Path) -> None:
     git(project, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "vendor/library")
     git(project, "add", "-A")
     git(project, "commit", "-qm", "with submodule")
-    snapshot.take(project, tmp_path / "copy")
+    take(project, tmp_path / "copy")
     assert (tmp_path / "copy/vendor/library/lib.py").is_file()
     assert not (tmp_path / "copy/vendor/library/.git").exists()

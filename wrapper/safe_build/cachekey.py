@@ -3,17 +3,12 @@
 Two builds with the same key may share artifacts, so the key must change whenever the artifacts
 could. It covers:
 
-- **The source, exactly as a snapshot would copy it** (``snapshot.listing``, with the user's
-  include and exclude patterns, and the rules of the snapshot's copier), read in place, never
-  copied: for each copied entry its path, its kind and, for a file, its permission bits (as
-  the copy sets them; sdists and setuptools' wheels record them, so not only the executable
-  bit) and its content, as many bytes as the copy takes. A link into the project counts as the
-  relative link the copy makes of it, so identical trees at different paths have one key; a
-  link out of the project counts as what it points to (a file's content, a directory walked);
-  a dangling link counts as its text. A listed directory (a git submodule, or any
-  directory of a walked tree) counts as a directory, and a submodule by everything the copy
-  takes from it. Sockets, fifos and devices, which the copy skips, and files deleted between
-  listing and reading, are left out.
+- **The source, exactly as the snapshot copied it**: the records of ``digests.Recorder``, one
+  per node ``traversal`` visits: path, kind, a file's permission bits (sdists and setuptools'
+  wheels record them) and content digest, a link's text and where it leads in the snapshot, and
+  the content of what a link out of the tree points to. The key a build is stored under is the
+  one the snapshot's own pass computed from the bytes it wrote (``of_copy``); the key of the tree
+  read in place (``compute``) only looks an entry up.
 - **The build inputs** the caller passes (distributions, config settings, isolation, installer,
   ...), as canonical JSON.
 - **The build system**: ``[build-system]`` requires, build-backend and backend-path, with
@@ -50,17 +45,9 @@ What the key deliberately leaves out, and why:
   project's code.
 - **Directory permissions and the umask**: the copy creates directories with default modes.
 
-Speed: the source is read once, in place, in one thread (see ``_Hasher``), each file with
-``open``, one ``read`` of its size (the ``lstat`` that decides what the copy does gives it),
-``close``: about 25 microseconds a file, a third of it the sha256. With a ``memo`` file, a
-file's content digest is reused while its identity (device, inode, size, modification and
-change times) is unchanged, so an unchanged tree costs one ``lstat`` per file. Like git with
-its "racily clean" index entries, the memo never holds a file changed less than ``SETTLE_NS``
-before the run started: a second write within the same clock tick as the one the memo saw
-would leave the file's times as they were. Any later write gets a later change time, which no
-memorized entry has. (This assumes the file system's clock is within ``SETTLE_NS`` of this
-machine's, as it is for local file systems.) The memo only spares reads; the key is the same
-with or without it.
+Speed: ``compute`` reads the tree in place, in one thread, each file with ``open``, ``pread``
+of its size, ``close``. With a memo (see ``digests``), an unchanged tree costs one ``lstat`` per
+file. The memo only spares reads; the key is the same with or without it.
 """
 
 from __future__ import annotations
@@ -73,9 +60,7 @@ import json
 import locale
 import os
 import stat
-import struct
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -88,15 +73,16 @@ from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name
 
 import safe_build
-from safe_build import publish, snapshot
-from safe_build.config import Selection
+from safe_build import digests, publish, traversal
+from safe_build.patterns import Selection
+from safe_build.traversal import Link, Node, Plan
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-KEY_FORMAT = 1  # bump when what goes into the key, or how, changes
+KEY_FORMAT = 2  # bump when what goes into the key, or how, changes
 
 # Environment variables that change what a backend builds or which build requirements get installed.
 ENVIRONMENT_NAMES: tuple[str, ...] = (
@@ -201,13 +187,6 @@ USER_CONFIG_FILES: tuple[str, ...] = ("~/.pydistutils.cfg",)  # setuptools reads
 LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 LEGACY_REQUIRES = ("setuptools >= 40.8.0",)
 
-SETTLE_NS = 2_000_000_000  # files changed this recently are not memorized: coarse and 2 s clocks
-_CHUNK = 1 << 20
-_NO_CONTENT = bytes(32)
-_IDENTITY = struct.Struct("<QQQqq")  # device, inode, size, mtime_ns, ctime_ns
-_MEMO_MAGIC = b"safe-build key memo 1\n"
-_MEMO_ENTRY = _IDENTITY.size + 32
-
 
 @dataclass(frozen=True)
 class Key:
@@ -239,6 +218,69 @@ class Key:
         }
 
 
+@dataclass(frozen=True)
+class Context:
+    """Everything in a key but the source: the same for the lookup and for the snapshot's pass."""
+
+    parts: Mapping[str, object]
+    build_system: _BuildSystem
+    environment: tuple[str, ...]
+
+
+def context(
+    project: Path, inputs: Mapping[str, object], *, no_isolation: bool = False, inner: str = ""
+) -> Context:
+    """What, besides the source, the key of building ``project`` (a real, absolute path) with
+    ``inputs`` holds. ``inner`` is the project's path below ``project`` when ``project`` is the
+    repository around it. ``inputs`` holds plain JSON values (a ``TypeError`` says otherwise); an
+    input that names a file, such as a constraints file, belongs in it by its content."""
+    root = os.fspath(project)
+    build_system = _build_system(os.path.join(root, inner) if inner else root)
+    environment = {name: value for name, value in os.environ.items() if _affects_build(name)}
+    parts = {
+        "format": KEY_FORMAT,
+        "inputs": inputs,
+        "build-system": build_system,
+        "interpreter": _interpreter(),
+        "installed": _installed(build_system["requires"]) if no_isolation else None,
+        "environment": environment,
+        "config-files": _config_files(),
+    }
+    json.dumps(parts, allow_nan=False)  # a TypeError now, not after a whole build
+    return Context(parts, build_system, tuple(sorted(environment)))
+
+
+class Memo:
+    """The content digests of one tree's files, kept between builds in one file (see ``digests``).
+
+    Loaded once per build and shared by the lookup and the snapshot's pass; saved if it changed.
+    An unreadable memo is an empty one; one that cannot be written is left as it was.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.known: dict[bytes, bytes] = digests.load_memo(path) if path is not None else {}
+        self._loaded = dict(self.known)
+
+    def recorder(self) -> digests.Recorder:
+        return digests.Recorder(self.known, remember=self.path is not None)
+
+    def learn(self, recorder: digests.Recorder) -> None:
+        """Keep what ``recorder`` found settled: the digests a next pass may trust."""
+        if self.path is not None:
+            self.known = dict(recorder.settled)
+
+    def save(self) -> None:
+        """Write the memo if it changed; OSError if it cannot be (a full or read-only disk)."""
+        if self.path is None or self.known == self._loaded:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        publish.remove_dead_temporaries(self.path.parent)
+        with publish.replacing(self.path) as out:
+            out.write(digests.memo_bytes(self.known))
+        self._loaded = dict(self.known)
+
+
 def compute(
     project: Path,
     inputs: Mapping[str, object],
@@ -249,45 +291,45 @@ def compute(
     memo: Path | None = None,
     inner: str = "",
 ) -> Key:
-    """The cache key of building ``project`` (a real, absolute path) with ``inputs``.
+    """The key of building ``project`` with ``inputs``, its tree read in place (see ``lookup``).
 
-    ``exclude`` and ``selection`` choose the files as they do for ``snapshot.take``; ``inner``
-    is the project's path below ``project`` when ``project`` is the repository around it.
-    ``inputs`` holds plain JSON values (a ``TypeError`` says otherwise). An input that names a
-    file, such as a constraints file, belongs in it by its content, not its path. ``memo`` is a
-    file where content digests are kept between calls (see ``memo_path``); it is created if
-    missing and ignored if unreadable.
+    ``exclude`` and ``selection`` choose the files as they do for ``traversal.plan``; ``memo`` is
+    a file where content digests are kept between calls (``memo_path``).
     """
-    root = os.path.realpath(project)
-    entries, listed_by = snapshot.listing(
-        Path(root), exclude=exclude, selection=selection, project_at_root=not inner
-    )
-    source = _hash_source(root, entries, expand_dirs=listed_by == "git", memo=memo)
-    build_system = _build_system(os.path.join(root, inner) if inner else root)
-    environment = {name: value for name, value in os.environ.items() if _affects_build(name)}
-    interpreter = _interpreter()
-    parts = {
-        "format": KEY_FORMAT,
-        "source": source.digest,
-        "inputs": inputs,
-        "build-system": build_system,
-        "interpreter": interpreter,
-        "installed": _installed(build_system["requires"]) if no_isolation else None,
-        "environment": environment,
-        "config-files": _config_files(),
-    }
+    root = Path(os.path.realpath(project))
+    plan = traversal.plan(root, exclude=exclude, selection=selection, project_at_root=not inner)
+    kept = Memo(memo)
+    key = lookup(plan, context(root, inputs, no_isolation=no_isolation, inner=inner), kept)
+    with contextlib.suppress(OSError):
+        kept.save()
+    return key
+
+
+def lookup(plan: Plan, context: Context, memo: Memo) -> Key:
+    """The key of ``plan``'s tree read in place: it finds an entry, but never files one, since the
+    tree may change before a snapshot copies it. ``memo`` learns the settled digests."""
+    recorder = memo.recorder()
+    traversal.visit(plan, _InPlace(recorder))
+    memo.learn(recorder)
+    return of_copy(recorder, plan, context)
+
+
+def of_copy(recorder: digests.Recorder, plan: Plan, context: Context) -> Key:
+    """The key of the tree whose nodes ``recorder`` recorded (by ``snapshot.take``, or ``lookup``)."""
+    parts = {**context.parts, "source": recorder.digest()}
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    build_system = context.build_system
     return Key(
         digest=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
-        files=source.files,
-        bytes=source.size,
-        listed_by=listed_by,
-        links=source.links,
-        read=source.read,
+        files=recorder.files,
+        bytes=recorder.size,
+        listed_by=plan.listed_by,
+        links=recorder.links,
+        read=recorder.read,
         build_backend=build_system["build_backend"],
         requires=tuple(build_system["requires"]),
-        tag=interpreter["tag"],
-        environment=tuple(sorted(environment)),
+        tag=_interpreter()["tag"],
+        environment=context.environment,
     )
 
 
@@ -298,184 +340,46 @@ def memo_path(cache_dir: Path, project: Path) -> Path:
     return cache_dir / "key-memos" / f"{os.path.basename(real)}-{digest}.memo"
 
 
-# --------------------------------------------------------------------------- the source
-
-
-@dataclass(frozen=True)
-class _Source:
-    digest: str
-    files: int
-    links: int
-    size: int
-    read: int
-
-
-def _hash_source(root: str, entries: list[str], *, expand_dirs: bool, memo: Path | None) -> _Source:
-    """Digest of what a snapshot would copy; the memo, if any, is used and brought up to date."""
-    known = _load_memo(memo) if memo is not None else {}
-    hasher = _Hasher(root, known=known, remember=memo is not None, settled_before=time.time_ns() - SETTLE_NS)
-    for relative in entries:
-        hasher.entry(root + "/" + relative, relative, expand_dirs)
-    if memo is not None and hasher.settled != known:
-        _save_memo(memo, hasher.settled)
-    return _Source(
-        hashlib.sha256(b"".join(sorted(hasher.records))).hexdigest(),
-        files=hasher.files,
-        links=hasher.links,
-        size=hasher.size,
-        read=hasher.read,
-    )
-
-
-class _Hasher:
-    """Finds what ``snapshot._Copier`` would copy for each entry, and digests it.
-
-    It follows the copier's rules one for one (the same ``lstat`` decisions, the same link
-    rewriting, the same walk of submodules and of directories linked from outside), so that the
-    key covers exactly what a build would see.
+class _InPlace:
+    """Records each node as the snapshot would copy it, reading the tree where it lies.
 
     One thread, like the copier: per file, the system calls and Python's own work cost about as
     much as the digest, and threads, handing the GIL over at each system call, made trees of
-    small files slower to hash on a busy two-core machine (0.66 s against 0.51 s for 20,000
-    files); only large files gained a little (15 %).
+    small files slower to hash on a busy two-core machine.
     """
 
-    def __init__(
-        self, root: str, *, known: Mapping[bytes, bytes], remember: bool, settled_before: int
-    ) -> None:
-        self.root = root
-        self.known = known
-        self.remember = remember  # keep the digests of settled files, for the memo
-        self.settled_before = settled_before
-        self.records: list[bytes] = []  # see _add
-        self.settled: dict[bytes, bytes] = {}  # identity -> digest, for the memo
-        self.files = self.links = self.size = self.read = 0
+    def __init__(self, recorder: digests.Recorder) -> None:
+        self.recorder = recorder
 
-    def entry(self, path: str, relative: str, expand: bool) -> None:
-        """One listed entry; ``expand``: a directory's content is copied too (a submodule's)."""
+    def directory(self, node: Node) -> None:
+        self.recorder.directory(node.record)
+
+    def link(self, node: Node, link: Link) -> None:
+        self.recorder.link(node.record, link.text, link.points_to)
+
+    def outside(self, node: Node, link: Link) -> None:
+        self.recorder.outside(node.record, link.text)
+
+    def special(self, node: Node) -> None:
+        pass  # the copy skips it too
+
+    def file(self, node: Node, info: os.stat_result) -> None:
+        digest = self.recorder.remembered(info)
+        if digest is not None:
+            self.recorder.file(node.record, info, digest, read=False, stable=True)
+            return
         try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return  # deleted from the work tree but still in git's index: the copy skips it too
-        if stat.S_ISREG(info.st_mode):
-            self._file(path, relative, info)
-        elif stat.S_ISLNK(info.st_mode):
-            self._link(path, relative)
-        elif stat.S_ISDIR(info.st_mode):
-            self._add(relative, b"d", _NO_CONTENT)
-            if expand:
-                self._directory(path, relative)
-
-    def _add(self, relative: str, kind: bytes, content: bytes) -> None:
-        """One entry of the copy: path, kind (and a file's mode), digest of its content.
-
-        Paths hold no NUL and digests have one length, so the concatenated records are
-        unambiguous, and sorting them sorts by path.
-        """
-        self.records.append(b"%s\0%s\0%s" % (relative.encode("utf-8", "surrogateescape"), kind, content))
-
-    def _directory(self, path: str, relative: str) -> None:
-        # the copier's own walk, so that exclusions inside submodules and linked directories match
-        for inner in snapshot._walk(path, lambda inner: False):
-            self.entry(f"{path}/{inner}", f"{relative}/{inner}", False)
-
-    def _link(self, path: str, relative: str) -> None:
-        target = os.path.realpath(path)
-        inside = target == self.root or target.startswith(self.root + os.sep)
-        if inside or not os.path.exists(target):
-            # inside: the relative link the copy makes, from the entry's place (not the link's, which
-            # differs below a directory linked from outside); dangling: the link as it is
-            place = os.path.dirname(f"{self.root}/{relative}")
-            link = os.path.relpath(target, place) if inside else os.readlink(path)
-            self._add(relative, b"l", hashlib.sha256(os.fsencode(link)).digest())
-            self.links += 1
-        elif os.path.isdir(target):
-            self._add(relative, b"d", _NO_CONTENT)
-            self._directory(target, relative)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                info = os.stat(target)
-                if stat.S_ISREG(info.st_mode):  # the copier would block on a fifo; skip it here
-                    self._file(target, relative, info)
-
-    def _file(self, path: str, relative: str, info: os.stat_result) -> None:
-        identity = _identity(info) if self.remember else None
-        content = self.known.get(identity) if identity is not None else None
-        unchanged = content is not None
-        if content is None:
-            read = _read_digest(path, info.st_size, identity)
-            if read is None:
-                return  # deleted since it was listed
-            content, unchanged = read
-            self.read += 1
-        if (
-            identity is not None
-            and unchanged
-            and max(info.st_mtime_ns, info.st_ctime_ns) < self.settled_before
-        ):
-            self.settled[identity] = content
-        mode = stat.S_IMODE(info.st_mode) | stat.S_IWUSR | stat.S_IRUSR  # as the copy sets it
-        self._add(relative, b"f%o" % mode, content)
-        self.files += 1
-        self.size += info.st_size
-
-
-def _identity(info: os.stat_result) -> bytes:
-    """What changes whenever a file's content may have: its memo key."""
-    return _IDENTITY.pack(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
-def _read_digest(path: str, size: int, identity: bytes | None) -> tuple[bytes, bool] | None:
-    """The sha256 of a file's first ``size`` bytes (as many as the copy takes); is it still ``identity``?
-
-    ``identity`` is checked only when the digest may be memorized: a file written while it was
-    read must not have its new content remembered under its old identity. Reading exactly
-    ``size`` bytes also spares the read that would find the end of the file.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        digest = hashlib.sha256()
-        left = size
-        while left > 0 and (chunk := os.read(fd, min(left, _CHUNK))):
-            digest.update(chunk)
-            left -= len(chunk)
-        return digest.digest(), identity is not None and identity == _identity(os.fstat(fd))
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------- the memo
-
-
-def _load_memo(memo: Path) -> dict[bytes, bytes]:
-    """The memorized digests by file identity; empty if the memo is missing, torn or foreign."""
-    try:
-        data = memo.read_bytes()
-    except OSError:
-        return {}
-    body, check = data[len(_MEMO_MAGIC) : -32], data[-32:]
-    if (
-        not data.startswith(_MEMO_MAGIC)
-        or len(body) % _MEMO_ENTRY
-        or hashlib.sha256(data[:-32]).digest() != check
-    ):
-        return {}
-    width = _IDENTITY.size
-    return {
-        body[at : at + width]: body[at + width : at + _MEMO_ENTRY] for at in range(0, len(body), _MEMO_ENTRY)
-    }
-
-
-def _save_memo(memo: Path, settled: Mapping[bytes, bytes]) -> None:
-    """Replace the memo atomically; concurrent builds may each write theirs, the last one stays."""
-    data = _MEMO_MAGIC + b"".join(identity + content for identity, content in settled.items())
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    publish.remove_dead_temporaries(memo.parent)
-    with publish.replacing(memo) as out:
-        out.write(data + hashlib.sha256(data).digest())
+            fd = os.open(node.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return  # gone, or replaced by a link, since it was listed: the copy skips it too
+        try:
+            before = os.fstat(fd)
+            if stat.S_ISREG(before.st_mode):
+                digest = digests.content(fd, before.st_size, holes=digests.sparse(before))
+                stable = digests.identity(os.fstat(fd)) == digests.identity(before)
+                self.recorder.file(node.record, before, digest, read=True, stable=stable)
+        finally:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------- the rest of the key

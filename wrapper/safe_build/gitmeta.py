@@ -60,18 +60,36 @@ def give_private_metadata(real: Path, copy: Path) -> None:
             give_private_metadata(real / submodule, copy / submodule)
 
 
-def history(real: Path) -> dict[str, str]:
-    """What a version from git depends on besides the files: the commit checked out and the tags.
+def state(work_tree: Path) -> dict[str, str]:
+    """What a version from git can depend on besides the files: the commit and the branch checked
+    out (``release-branch-semver`` reads the branch), the tags, and the index (setuptools-scm's
+    file list and ``git describe --dirty`` see a staged file): its modes, blob ids and paths, not
+    its stat data, which ``git status`` rewrites without changing anything a build sees.
 
-    Read without ``git describe --dirty``, which would rewrite the user's index; dirtiness shows
-    in the files' content, which the cache key covers anyway.
+    Read from the real work tree for a lookup and from a snapshot's private metadata for the key
+    its build is stored under. Never through ``git describe --dirty``, which would rewrite the
+    user's index; {} outside git or before the first commit.
     """
     try:
-        head = _git(real, "rev-parse", "HEAD")
-        tags = _git(real, "for-each-ref", "--format=%(objectname) %(refname)", "refs/tags")
+        commit, _, branch = _git(work_tree, "rev-parse", "HEAD", "--symbolic-full-name", "HEAD").partition(
+            "\n"
+        )
+        tags = _git(work_tree, "for-each-ref", "--format=%(objectname) %(refname)", "refs/tags")
+        index = subprocess.run(
+            ["git", "ls-files", "--stage", "-z"],
+            cwd=work_tree,
+            capture_output=True,
+            check=True,
+            env=_quiet_env(),
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return {}
-    return {"head": head, "tags": hashlib.sha256(tags.encode()).hexdigest()}
+    return {
+        "head": commit,
+        "branch": branch,
+        "tags": hashlib.sha256(tags.encode()).hexdigest(),
+        "index": hashlib.sha256(index).hexdigest(),
+    }
 
 
 def _alternates(objects: Path) -> list[str]:

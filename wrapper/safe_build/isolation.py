@@ -23,8 +23,9 @@ from typing import Any, Literal
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from safe_build import snapshot
-from safe_build.config import Isolation, Setting, levels_above
+from safe_build import traversal
+from safe_build.config import Isolation, Setting
+from safe_build.patterns import levels_above
 
 Mode = Literal["copy", "repository", "in-place"]
 Check = Callable[[Path, Mapping[str, Any]], str | None]
@@ -108,7 +109,7 @@ def _outside_links(project_dir: Path, pyproject: Mapping[str, Any]) -> str | Non
     """A top-level link out of the project (a README shared across a monorepo, say)."""
     with os.scandir(project_dir) as entries:
         for entry in sorted(entries, key=lambda entry: entry.name):
-            if entry.is_symlink() and not snapshot.excluded(entry.name):
+            if entry.is_symlink() and not traversal.excluded(entry.name):
                 target = os.path.realpath(entry.path)
                 if _outside(os.path.relpath(target, project_dir)) and os.path.exists(target):
                     return f"{entry.name} is a link to {target}, outside the project"

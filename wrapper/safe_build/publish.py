@@ -46,37 +46,59 @@ def check_output_dir(outdir: Path) -> None:
 
 
 def publish_files(sources: Sequence[Path], outdir: Path) -> list[Path]:
-    """Publish each of ``sources`` into ``outdir`` (see ``publish_file``); return the final paths.
+    """Publish ``sources`` into ``outdir`` under their own names, all or none; the final paths.
 
-    One that cannot be written (a full disk) is one line naming it and the directory, and the
-    directories made for it are removed again if they are empty.
+    Every file is first written whole to its hidden temporary and synced, and only then are they
+    renamed into place, so a failure (a full disk) publishes nothing: it is one line naming the
+    file and the directory, and the directories made for it are removed again if empty.
     """
     made = [directory for directory in (outdir, *outdir.parents) if not directory.exists()]
-    published = []
-    for source in sources:
-        try:
-            published.append(publish_file(source, outdir))
-        except OSError as error:
-            for directory in made:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-            raise SafeBuildError(
-                f"cannot write {source.name} to the output directory {outdir} ({error.strerror})",
-                hint="make room there, or choose another with -o",
-                path=outdir,
-            ) from None
+    with contextlib.ExitStack() as staged:
+        temporaries = []
+        for source in sources:
+            try:
+                temporaries.append(staged.enter_context(_staged(source, outdir)))
+            except OSError as error:
+                for directory in made:
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
+                raise SafeBuildError(
+                    f"cannot write {source.name} to the output directory {outdir} ({error.strerror})",
+                    hint="make room there, or choose another with -o",
+                    path=outdir,
+                ) from None
+        published = []
+        for temporary, source in zip(temporaries, sources, strict=True):
+            os.replace(temporary, outdir / source.name)
+            published.append(outdir / source.name)
+    fsync_dir(outdir)
     return published
 
 
 def publish_file(source: Path, outdir: Path) -> Path:
     """Copy ``source`` into ``outdir`` under its own name, atomically; return the final path."""
+    return publish_files([source], outdir)[0]
+
+
+@contextlib.contextmanager
+def _staged(source: Path, outdir: Path) -> Iterator[str]:
+    """``source`` copied whole and synced into a hidden temporary in ``outdir``; removed on exit
+    unless it was renamed into place meanwhile."""
     outdir.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(outdir)
-    final = outdir / source.name
-    with replacing(final) as out, source.open("rb") as data:
-        shutil.copyfileobj(data, out, 1 << 20)
-        os.fchmod(out.fileno(), stat.S_IMODE(os.fstat(data.fileno()).st_mode))  # mkstemp gave 0600
-    return final
+    fd, temporary = tempfile.mkstemp(
+        dir=outdir, prefix=f".{source.name}.", suffix=f".{os.getpid()}{_TEMP_SUFFIX}"
+    )
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as data:
+            shutil.copyfileobj(data, out, 1 << 20)
+            os.fchmod(out.fileno(), stat.S_IMODE(os.fstat(data.fileno()).st_mode))  # mkstemp gave 0600
+            out.flush()
+            os.fsync(out.fileno())
+        yield temporary
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 def write_text_atomically(path: Path, text: str) -> None:

@@ -1,30 +1,28 @@
-"""A private copy of a project's source tree, for a backend to build in and write to at will.
+"""A private copy of a tree, for a backend to build in and write to at will.
 
-What is copied: inside a git work tree, what git lists (tracked files plus untracked files that
-are not ignored); elsewhere, a walk. Directories that hold tools' state or build output are never
-copied or even read (``EXCLUDED_ANYWHERE``, ``EXCLUDED_AT_ROOT``). Files are real copies, never
-hard links (a backend writing through a hard link would change the user's file) and are made
-writable by their owner. A symbolic link to something inside the project stays a link, pointing
-at the same place in the copy; one pointing outside is copied as what it points to. Sockets,
-fifos and devices are skipped.
+What the copy holds is ``traversal``'s to say; this module only writes it. Files are real copies,
+never hard links (a backend writing through a hard link would change the user's file), with
+their permission bits and times as in the tree (a read-only file stays read-only: sdists record
+modes). Sparse files stay sparse: only their data is copied. Links keep their text. The target of
+a link out of the tree is copied to where that text leads in the copy's surroundings, which
+mirror the tree's (``zone``); where it leads elsewhere (an absolute link, or too many ``..``),
+the link is made absolute to a copy of its target in ``spare``.
+
+With a ``digests.Recorder``, the copy also digests what it wrote, in the same pass: the key of a
+build names the bytes the backend builds from, whatever happens to the tree meanwhile.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import subprocess
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safe_build.config import Selection
+from safe_build import digests, traversal
+from safe_build.traversal import Link, Node, Plan
 
-EXCLUDED_ANYWHERE = frozenset({".git", ".hg", ".svn", ".tox", ".nox", ".venv", "node_modules", "__pycache__"})
-EXCLUDED_AT_ROOT = frozenset(
-    {"build", "dist"}
-)  # setuptools' and build's output; deeper, they may be packages
-EXCLUDED_SUFFIX = ".egg-info"
+_OPEN_SOURCE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a fifo put there never blocks
 
 
 @dataclass
@@ -38,228 +36,176 @@ class Snapshot:
     listed_by: str = "walk"
 
 
-def excluded(relative: str, extra: frozenset[str] = frozenset()) -> bool:
-    """True if the project-relative path ``relative`` (``/``-separated) is never copied.
-
-    ``extra`` holds paths left out with everything below them (an output directory in the tree).
-    """
-    parts = relative.split("/")
-    if _below_any(relative, extra):
-        return True
-    return any(_excluded_name(part, at_root=index == 0) for index, part in enumerate(parts))
-
-
-def _below_any(relative: str, paths: frozenset[str]) -> bool:
-    """True if ``relative`` is one of ``paths`` or lies below one of them."""
-    return any(relative == path or relative.startswith(path + "/") for path in paths)
-
-
-def _excluded_name(name: str, *, at_root: bool) -> bool:
-    return (
-        name in EXCLUDED_ANYWHERE or name.endswith(EXCLUDED_SUFFIX) or (at_root and name in EXCLUDED_AT_ROOT)
-    )
-
-
 def take(
-    project: Path,
+    plan: Plan,
     destination: Path,
     *,
-    exclude: Iterable[str] = (),
-    selection: Selection | None = None,
-    project_at_root: bool = True,
+    zone: Path | None = None,
+    spare: Path | None = None,
+    recorder: digests.Recorder | None = None,
 ) -> Snapshot:
-    """Copy ``project`` (a real, absolute path) to ``destination``, which must not exist yet.
+    """Copy what ``plan`` lists to ``destination``, which must not exist yet.
 
-    ``exclude`` names project-relative paths to leave out with everything below them, whatever
-    ``selection`` (the user's include and exclude patterns) says: an output directory in the tree.
-    ``project_at_root``: False when ``project`` is a repository whose project lies deeper.
+    ``zone`` (default: ``destination`` itself) is the directory around the copy that mirrors the
+    tree's surroundings, where targets of relative links out of the tree go; ``spare`` (default:
+    beside ``destination``) is where other outside targets go. ``recorder`` digests the copy.
     """
-    entries, listed_by = listing(
-        project, exclude=exclude, selection=selection, project_at_root=project_at_root
-    )
-    snapshot = Snapshot(destination, listed_by=listed_by)
+    snapshot = Snapshot(destination, listed_by=plan.listed_by)
     destination.mkdir(parents=True)
-    for directory in sorted({os.path.dirname(entry) for entry in entries} - {""}):
+    for directory in sorted({os.path.dirname(entry) for entry in plan.entries} - {""}):
         os.makedirs(destination / directory, exist_ok=True)  # once here, not once per file
-    copier = _Copier(str(project), str(destination), snapshot, expand_dirs=listed_by == "git")
-    for relative in entries:
-        copier.copy_entry(relative)
+    copier = _Copier(
+        os.path.realpath(destination),
+        os.path.realpath(zone if zone is not None else destination),
+        str(spare if spare is not None else destination.with_name(destination.name + ".outside")),
+        snapshot,
+        recorder,
+    )
+    traversal.visit(plan, copier)
+    copier.finish()
     return snapshot
 
 
-def listing(
-    project: Path,
-    *,
-    exclude: Iterable[str] = (),
-    selection: Selection | None = None,
-    project_at_root: bool = True,
-) -> tuple[list[str], str]:
-    """The project-relative paths a snapshot of ``project`` copies, and what listed them: git or a walk.
-
-    Files below a listed directory (a submodule, in a git listing) are not listed; they are copied
-    all the same.
-    """
-    extra = frozenset(exclude)
-    chosen = selection if selection is not None and (selection.include or selection.exclude) else None
-    entries = _git_listing(project, extra, project_at_root=project_at_root)
-    listed_by = "git"
-    if entries is None:
-        skip = (
-            (lambda relative: relative in extra or chosen.excluded(relative))
-            if chosen
-            else extra.__contains__
-        )
-        entries, listed_by = list(_walk(str(project), skip)), "walk"
-    if chosen is None:
-        return entries, listed_by
-    kept = {entry for entry in entries if not chosen.excluded(entry)}
-    kept.update(entry for entry in _included(project, chosen) if not _below_any(entry, extra))
-    return sorted(kept), listed_by
-
-
-def _included(project: Path, selection: Selection) -> Iterator[str]:
-    """Files and links the include patterns name, wherever they are (ignored or in excluded dirs).
-
-    Each include root is walked on its own, without git; below it only the names that are never
-    copied anywhere are skipped (a pattern that wants one names it in its fixed part).
-    """
-    for root in selection.include_roots():
-        top = os.path.join(project, root) if root else str(project)
-        if os.path.isdir(top) and not os.path.islink(top):
-            base = root + "/" if root else ""
-            for inner in _walk(top, lambda relative: False, root_exclusions=not root):
-                if selection.included(base + inner) and not os.path.isdir(os.path.join(top, inner)):
-                    yield base + inner
-        elif os.path.lexists(top) and selection.included(root):
-            yield root
-
-
-def _git_listing(project: Path, extra: frozenset[str], *, project_at_root: bool) -> list[str] | None:
-    """Project-relative paths git would put in a commit, or None if git does not manage the tree."""
-    if not _maybe_in_git_work_tree(project):
-        return None  # spares a git process (a few milliseconds) on every build outside a repository
-    pathspecs = [f":(exclude,glob)**/{name}/**" for name in EXCLUDED_ANYWHERE]
-    pathspecs += [f":(exclude){name}" for name in EXCLUDED_AT_ROOT]
-    try:
-        listing = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", ".", *pathspecs],
-            cwd=project,
-            capture_output=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None  # no git, or not a work tree
-    paths = [os.fsdecode(raw) for raw in listing.split(b"\0") if raw]
-    if project_at_root and not {"pyproject.toml", "setup.py"} & set(paths):
-        return None  # the project is ignored by the repository around it: git has no say here
-    return sorted({path for path in paths if not excluded(path, extra)})
-
-
-def _maybe_in_git_work_tree(project: Path) -> bool:
-    """False only if git surely does not manage ``project``: no ``.git`` above it, no GIT_DIR."""
-    if "GIT_DIR" in os.environ or "GIT_WORK_TREE" in os.environ:
-        return True
-    return any(os.path.lexists(os.path.join(directory, ".git")) for directory in (project, *project.parents))
-
-
-def _walk(top: str, skip: Callable[[str], bool], *, root_exclusions: bool = True) -> Iterator[str]:
-    """Paths relative to ``top`` of files, links and directories below it, pruning excluded ones.
-
-    ``skip`` prunes further paths; ``root_exclusions``: ``top`` is a project, whose ``build`` and
-    ``dist`` hold build output. Links to directories are listed, not followed: the copier decides
-    what they become. Each directory is read once with ``scandir``, whose entry types need no
-    further system call.
-    """
-    pending = [("", top)]
-    while pending:
-        base, directory = pending.pop()
-        with os.scandir(directory) as listing:
-            for entry in listing:
-                relative = base + entry.name
-                if _excluded_name(entry.name, at_root=root_exclusions and not base) or skip(relative):
-                    continue
-                yield relative
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((relative + "/", entry.path))
-
-
 class _Copier:
-    """Copies listed entries; ``expand_dirs``: a listed directory still needs walking (git's submodules).
+    """Writes each node it is shown, at its place in its region's copy.
 
     One thread and plain ``str`` paths: for a tree of small files the cost is Python's per-file
     overhead, which threads (bound by the GIL) and ``Path`` objects only add to; this way a copy
     runs about as fast as ``cp -a``.
     """
 
-    def __init__(self, source: str, destination: str, snapshot: Snapshot, *, expand_dirs: bool) -> None:
-        self.source = source
-        self.destination = destination
+    def __init__(
+        self, root: str, zone: str, spare: str, snapshot: Snapshot, recorder: digests.Recorder | None
+    ) -> None:
+        self.places = [root]  # each region's copy, by region number
+        self.zone = zone
+        self.spare = spare
         self.snapshot = snapshot
-        self.expand_dirs = expand_dirs
+        self.recorder = recorder
+        self.inside_links: list[tuple[str, tuple[int, str]]] = []
 
-    def copy_entry(self, relative: str) -> None:
-        self._copy(
-            self.source + "/" + relative, self.destination + "/" + relative, relative, self.expand_dirs
-        )
+    def _path(self, node: Node) -> str:
+        base = self.places[node.region]
+        return f"{base}/{node.place}" if node.place else base
 
-    def _copy(self, src: str, dst: str, relative: str, expand: bool) -> None:
-        try:
-            info = os.lstat(src)
-        except FileNotFoundError:
-            return  # deleted from the work tree but still in git's index
-        if stat.S_ISREG(info.st_mode):
-            self._copy_file(src, dst, info)
-        elif stat.S_ISLNK(info.st_mode):
-            self._copy_link(src, dst, relative)
-        elif stat.S_ISDIR(info.st_mode):
-            os.makedirs(dst, exist_ok=True)  # also keeps empty directories of a walked tree
-            if expand:
-                self._copy_dir(src, dst, relative)
-        else:
-            self.snapshot.skipped.append(relative)
+    def directory(self, node: Node) -> None:
+        os.makedirs(self._path(node), exist_ok=True)  # also keeps empty directories of a walked tree
+        if self.recorder is not None:
+            self.recorder.directory(node.record)
 
-    def _copy_dir(self, src: str, dst: str, relative: str) -> None:
-        for inner in _walk(src, lambda relative: False):
-            self._copy(f"{src}/{inner}", f"{dst}/{inner}", f"{relative}/{inner}", False)
+    def special(self, node: Node) -> None:
+        self.snapshot.skipped.append(node.record)
 
-    def _copy_file(self, src: str, dst: str, info: os.stat_result) -> None:
+    def link(self, node: Node, link: Link) -> None:
+        path = self._path(node)
+        text = link.text
+        if link.points_to is not None:
+            self.inside_links.append((path, link.points_to))
+            if os.path.isabs(text):  # it would lead back into the user's tree
+                text = os.path.relpath(self._place(link.points_to), os.path.dirname(path))
+        _symlink(text, path)
+        self.snapshot.links += 1
+        if self.recorder is not None:
+            self.recorder.link(node.record, link.text, link.points_to)
+
+    def outside(self, node: Node, link: Link) -> None:
+        path = self._path(node)
+        placed = None
+        if not os.path.isabs(link.text):
+            _symlink(link.text, path)
+            leads = os.path.realpath(path)
+            if leads.startswith(self.zone + "/") and not self._taken(leads):
+                placed = leads
+            else:
+                os.unlink(path)
+        if placed is None:
+            placed = f"{self.spare}/{link.region}/{os.path.basename(link.target)}"
+            _symlink(placed, path)
+        os.makedirs(os.path.dirname(placed), exist_ok=True)
+        self.places.append(placed)
+        self.snapshot.links += 1
+        if self.recorder is not None:
+            self.recorder.outside(node.record, link.text)
+
+    def file(self, node: Node, info: os.stat_result) -> None:
         """A real copy in a handful of system calls: this runs once per file of large trees."""
-        source = os.open(src, os.O_RDONLY)
         try:
+            source = os.open(node.source, _OPEN_SOURCE)
+        except OSError:
+            return  # gone, or replaced by a link, since it was listed: not in the copy, not in the key
+        try:
+            before = os.fstat(source)
+            if not stat.S_ISREG(before.st_mode):
+                self.snapshot.skipped.append(node.record)
+                return
+            path = self._path(node)
             try:
-                target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                target = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileNotFoundError:  # below a directory reached through a link or a submodule
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                target = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                offset, size = 0, info.st_size
-                while offset < size:
-                    sent = os.sendfile(target, source, offset, size - offset)
-                    if not sent:
-                        break  # the file shrank while we copied it
-                    offset += sent
-                os.fchmod(target, stat.S_IMODE(info.st_mode) | stat.S_IWUSR | stat.S_IRUSR)
-                os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))  # sdists record file times
+                holes = digests.sparse(before)
+                _copy_data(source, target, before.st_size, holes=holes)
+                os.fchmod(target, stat.S_IMODE(before.st_mode))
+                os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # sdists record file times
+                if self.recorder is not None:
+                    self._record(node, before, source, target, holes)
             finally:
                 os.close(target)
         finally:
             os.close(source)
         self.snapshot.files += 1
 
-    def _copy_link(self, src: str, dst: str, relative: str) -> None:
-        target = os.path.realpath(src)
-        inside = target == self.source or target.startswith(self.source + os.sep)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if inside or not os.path.exists(target):
-            # inside: to the same place in the copy; dangling: as it is, as a plain copy would keep it
-            link = os.readlink(src)
-            if inside:
-                copied = os.path.join(self.destination, os.path.relpath(target, self.source))
-                link = os.path.relpath(copied, os.path.dirname(dst))
-            os.symlink(link, dst)
-            self.snapshot.links += 1
-        elif os.path.isdir(target):
-            os.makedirs(dst, exist_ok=True)
-            self._copy_dir(target, dst, relative)
-        else:
-            self._copy_file(target, dst, os.stat(target))
+    def _record(self, node: Node, before: os.stat_result, source: int, target: int, holes: bool) -> None:
+        """Digest what was written: the memo's digest if the source kept its identity, else the copy."""
+        assert self.recorder is not None
+        stable = digests.identity(os.fstat(source)) == digests.identity(before)
+        digest = self.recorder.remembered(before) if stable else None
+        read = digest is None
+        if digest is None:
+            digest = digests.content(target, os.fstat(target).st_size, holes=holes)
+        self.recorder.file(node.record, before, digest, read=read, stable=stable)
+
+    def finish(self) -> None:
+        """Links inside whose text leads elsewhere in the copy than in the tree are made to lead right."""
+        for path, points_to in self.inside_links:
+            wanted = self._place(points_to)
+            if os.path.realpath(path) != os.path.realpath(wanted):
+                os.unlink(path)
+                _symlink(os.path.relpath(wanted, os.path.dirname(path)), path)
+
+    def _place(self, points_to: tuple[int, str]) -> str:
+        region, place = points_to
+        return f"{self.places[region]}/{place}" if place else self.places[region]
+
+    def _taken(self, path: str) -> bool:
+        """True if ``path`` exists or overlaps a region's copy: an outside target cannot go there."""
+        return os.path.lexists(path) or any(
+            path == place or path.startswith(place + "/") or place.startswith(path + "/")
+            for place in self.places
+        )
+
+
+def _symlink(text: str, path: str) -> None:
+    try:
+        os.symlink(text, path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(text, path)
+
+
+def _copy_data(source: int, target: int, size: int, *, holes: bool) -> None:
+    """Copy the first ``size`` bytes; of a sparse file only its data, its holes left holes."""
+    ranges = digests.data_ranges(source, size) if holes else [(0, size)]
+    for start, end in ranges:
+        if holes:
+            os.lseek(target, start, os.SEEK_SET)
+        offset = start
+        while offset < end:
+            sent = os.sendfile(target, source, offset, end - offset)
+            if not sent:
+                return  # the file shrank while we copied it
+            offset += sent
+    if holes:
+        os.ftruncate(target, size)

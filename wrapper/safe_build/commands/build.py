@@ -24,10 +24,12 @@ from safe_build import (
     gitmeta,
     isolation,
     options,
+    patterns,
     project,
     publish,
     runner,
     snapshot,
+    traversal,
     workdirs,
 )
 from safe_build.errors import EXIT_BAD_INPUT, EXIT_LOCK_TIMEOUT, BuildFailed, LockTimeout, SafeBuildError
@@ -37,7 +39,10 @@ from safe_build.projectlock import project_lock
 # The cache, its key and cached build environments are imported where they are used: a build
 # that needs none of them (--no-cache --no-isolation) then starts ~20 ms sooner.
 if TYPE_CHECKING:
+    from safe_build import cache, cachekey
     from safe_build.buildenvs import EnvStore
+
+MIRRORED_LEVELS = 2  # of the real tree's path, below the snapshot directory (see _Tree.copy_name)
 
 
 @dataclass(frozen=True)
@@ -104,44 +109,100 @@ def _cacheable(request: _Request) -> bool:
 def _through_cache(request: _Request) -> list[Path]:
     """Publish the cached artifacts of this build's key, building them first if nobody has.
 
-    Identical builds that run at once take turns on the key's lock: the first builds and
-    stores, the others find its entry.
+    The key of the tree read in place finds an entry; a miss is built from a snapshot whose own
+    pass digests what it copied, and stored only under that key: the tree may change between
+    the two, and an entry must hold what was built from the content its key names. Identical
+    builds that run at once take turns on the key's lock: the first builds and stores, the others
+    find its entry. A hit is published under that lock, so ``--refresh`` cannot take the entry
+    away half-way.
     """
-    settings, source = request.settings, request.source
+    settings, source, tree = request.settings, request.source, request.tree
     from safe_build import cache, cachekey  # noqa: PLC0415
 
     store = cache.Cache(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
-    tree = request.tree
     with store.using():
-        inputs = _key_inputs(request)
-        if request.mode == "repository":
-            inputs |= {"project": tree.inner, "git": gitmeta.history(tree.root)}
+        memo = cachekey.Memo(cachekey.memo_path(settings.cache_dir.value, tree.root))
+        keying = _Keying(_key_context(request, tree.root), memo)
         with _readable(tree.root):
-            key = cachekey.compute(
-                tree.root,
-                inputs,
-                exclude=tree.exclude(request.outdir),
-                selection=tree.selection,
-                no_isolation=request.args.no_isolation,
-                memo=cachekey.memo_path(settings.cache_dir.value, tree.root),
-                inner=tree.inner,
-            )
+            key = cachekey.lookup(_plan(request), keying.context, memo)
         with store.single_flight(key.digest, source.path):
             entry = None
             if settings.refresh.value:
                 store.discard(key.digest)
             else:
                 entry = store.lookup(key.digest)
-            if entry is None:
-                artifacts = _build(request)
-                name, version = _name_and_version(artifacts[0])
-                entry = store.store(
-                    key.digest, artifacts, project=name, version=version, inputs=key.describe()
-                )
+            if entry is not None:
+                if request.args.verbosity > 0:
+                    built_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.built_at))
+                    print(f"* Reusing cache entry {key.digest[:12]}, built {built_at}", file=sys.stderr)
+                _save_memo(memo, request)
+                return publish.publish_files(entry.files, request.outdir)
+            artifacts, copied = _build(request, keying)
+            assert copied is not None
+            if copied.digest == key.digest:
+                _store(store, copied, artifacts, request)
             elif request.args.verbosity > 0:
-                built_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.built_at))
-                print(f"* Reusing cache entry {key.digest[:12]}, built {built_at}", file=sys.stderr)
-        return publish.publish_files(entry.files, request.outdir)
+                print(
+                    f"* Not stored in the cache: the tree changed between its lookup ({key.digest[:12]}) "
+                    f"and its snapshot ({copied.digest[:12]})",
+                    file=sys.stderr,
+                )
+            _save_memo(memo, request)
+        return publish.publish_files(artifacts, request.outdir)
+
+
+@dataclass(frozen=True)
+class _Keying:
+    """What a snapshot needs to digest what it copies into a key."""
+
+    context: cachekey.Context
+    memo: cachekey.Memo
+
+
+def _store(store: cache.Cache, key: cachekey.Key, artifacts: list[Path], request: _Request) -> None:
+    """Store the artifacts under ``key``; a cache that cannot take them (a full or read-only disk)
+    is one warning, and the build goes on to publish them."""
+    name, version = _name_and_version(artifacts[0])
+    try:
+        store.store(key.digest, artifacts, project=name, version=version, inputs=key.describe())
+    except OSError as error:
+        _cache_warning(request, f"the build was not stored in the cache ({error.strerror})")
+
+
+def _save_memo(memo: cachekey.Memo, request: _Request) -> None:
+    try:
+        memo.save()
+    except OSError as error:
+        _cache_warning(request, f"the cache key memo {memo.path} was not saved ({error.strerror})")
+
+
+def _cache_warning(request: _Request, what: str) -> None:
+    print(
+        f"safe-build: warning: {what}; cache directory {request.settings.cache_dir.value}",
+        file=sys.stderr,
+    )
+
+
+def _key_context(request: _Request, work_tree: Path) -> cachekey.Context:
+    """The key's context for the tree at ``work_tree``: the real one, or a snapshot's copy of it,
+    whose private git metadata is what the backend sees."""
+    from safe_build import cachekey  # noqa: PLC0415
+
+    inputs = _key_inputs(request)
+    tree = request.tree
+    if request.mode == "repository":
+        inputs |= {"project": tree.inner, "git": gitmeta.state(work_tree)}
+    return cachekey.context(tree.root, inputs, no_isolation=request.args.no_isolation, inner=tree.inner)
+
+
+def _plan(request: _Request) -> traversal.Plan:
+    tree = request.tree
+    return traversal.plan(
+        tree.root,
+        exclude=tree.exclude(request.outdir, request.settings.cache_dir.value),
+        selection=tree.selection,
+        project_at_root=not tree.inner,
+    )
 
 
 def _key_inputs(request: _Request) -> dict[str, object]:
@@ -172,7 +233,7 @@ def _name_and_version(artifact: Path) -> tuple[str, str]:
 
 
 def _build_and_publish(request: _Request) -> list[Path]:
-    built = publish.publish_files(_build(request), request.outdir)
+    built = publish.publish_files(_build(request, None)[0], request.outdir)
     if request.report is not None:
         _publish_report(request.work / "report.json", request.report, request.outdir)
     return built
@@ -180,7 +241,7 @@ def _build_and_publish(request: _Request) -> list[Path]:
 
 def _selection(
     settings: config.Settings, source: project.Source, mode: isolation.Mode | None
-) -> config.Selection:
+) -> patterns.Selection:
     """The user's include and exclude patterns, and the paths above the project that its settings
     name (``readme = "../README.md"``): a snapshot brings those along beside the project's copy."""
     chosen = settings.selection
@@ -189,13 +250,14 @@ def _selection(
     above = [
         path for path in isolation.outside_paths(source.path, source.pyproject) if path not in chosen.include
     ]
-    return config.Selection((*chosen.include, *above), chosen.exclude)
+    return patterns.Selection((*chosen.include, *above), chosen.exclude)
 
 
-def _build(request: _Request) -> list[Path]:
-    """Build into the private output directory; the artifacts, sdists first."""
+def _build(request: _Request, keying: _Keying | None) -> tuple[list[Path], cachekey.Key | None]:
+    """Build into the private output directory; the artifacts, sdists first, and with ``keying``
+    the key of what the snapshot copied."""
     args, work = request.args, request.work
-    with _prepared_source(request) as src:
+    with _prepared_source(request, keying) as (src, copied):
         try:
             _run_build(args, src, work, request.report is not None, _env_store(request))
         except BuildFailed as failure:
@@ -206,7 +268,7 @@ def _build(request: _Request) -> list[Path]:
         changes = _real_paths(_snapshot_root(request), tree.root, len(tree.copy_name.parts))
         for artifact in artifacts:
             coremetadata.rewrite(artifact, changes)
-    return artifacts
+    return artifacts, copied
 
 
 def _with_outside_hint(failure: BuildFailed, request: _Request) -> BuildFailed:
@@ -247,11 +309,11 @@ class _Tree:
 
     root: Path
     inner: str  # the project's path below root, "/"-separated; "" when root is the project
-    selection: config.Selection  # the user's patterns, relative to root
+    selection: patterns.Selection  # the user's patterns, relative to root
     git: bool  # root is a git work tree whose metadata the copy gets
 
     @staticmethod
-    def of(project_dir: Path, selection: config.Selection, *, in_repository: bool) -> _Tree:
+    def of(project_dir: Path, selection: patterns.Selection, *, in_repository: bool) -> _Tree:
         """Asks git where the repository is only in repository mode, and only once per build."""
         top = gitmeta.repository_root(project_dir) if in_repository else None
         if top is None or top == project_dir:
@@ -260,7 +322,7 @@ class _Tree:
         return _Tree(
             top,
             inner,
-            config.Selection(
+            patterns.Selection(
                 tuple(posixpath.normpath(f"{inner}/{pattern}") for pattern in selection.include),
                 tuple(f"{inner}/{pattern}" for pattern in selection.exclude),
             ),
@@ -271,47 +333,66 @@ class _Tree:
     def copy_name(self) -> Path:
         """Where below the snapshot directory the copy of ``root`` goes: deep enough that the paths
         above it that an include names (``../LICENSE``) land beside it, as they lie beside ``root``."""
-        ups = max((config.levels_above(pattern) for pattern in self.selection.include), default=0)
-        return Path(*self.root.parts[1:][-(ups + 1) :])  # never the anchor: that would make it absolute
+        ups = max((patterns.levels_above(pattern) for pattern in self.selection.include), default=0)
+        # at least two levels, so that the targets of links out of the tree such as ../../README.md
+        # land where the link's text leads (see snapshot)
+        return Path(
+            *self.root.parts[1:][-max(ups + 1, MIRRORED_LEVELS) :]
+        )  # never the anchor: that would make it absolute
 
-    def exclude(self, outdir: Path) -> list[str]:
-        return _inside(outdir, self.root)
+    def exclude(self, outdir: Path, state: Path) -> list[str]:
+        """What a snapshot leaves out below ``root``: the output directory and safe-build's own
+        state directory (``state``), wherever they lie, by real path."""
+        return [*traversal.inside(outdir, self.root), *traversal.inside(state, self.root)]
 
 
 @contextlib.contextmanager
-def _prepared_source(request: _Request) -> Iterator[Path]:
-    """The path to hand to ``build``, held ready (and locked where needed) for the build's duration.
+def _prepared_source(request: _Request, keying: _Keying | None) -> Iterator[tuple[Path, cachekey.Key | None]]:
+    """The path to hand to ``build``, held ready (and locked where needed) for the build's
+    duration; with ``keying``, also the key of what the snapshot copied.
 
     A snapshot is taken under the project lock held shared, so that it never sees the tree
-    half-way through an in-place build, which holds the lock exclusive for its whole run.
+    half-way through an in-place build, which holds the lock exclusive for its whole run. Its key
+    is computed in the same pass, from the bytes it wrote.
     """
     source, lock = request.source, request.lock
     if source.kind != "project":
-        yield source.path  # an sdist or wheel is only read; build extracts it privately
-    elif request.mode == "in-place":
+        yield source.path, None  # an sdist or wheel is only read; build extracts it privately
+        return
+    if request.mode == "in-place":
         with lock.hold("exclusive"):
-            yield source.path
-    else:
-        started = time.monotonic()
-        tree = request.tree
-        with lock.hold("shared"), _readable(tree.root):
-            copy = snapshot.take(
-                tree.root,
-                _snapshot_root(request),
-                exclude=tree.exclude(request.outdir),
-                selection=tree.selection,
-                project_at_root=not tree.inner,
-            )
-            if tree.git:
-                gitmeta.give_private_metadata(tree.root, copy.root)
-        if request.args.verbosity > 0:
-            what = f"the repository at {tree.root}" if tree.inner else "the project"
-            print(
-                f"* Copied {what}: {copy.files} files and {copy.links} links (listed by {copy.listed_by}) "
-                f"to a private snapshot in {time.monotonic() - started:.2f}s",
-                file=sys.stderr,
-            )
-        yield copy.root / tree.inner if tree.inner else copy.root
+            yield source.path, None
+        return
+    started = time.monotonic()
+    tree = request.tree
+    recorder = keying.memo.recorder() if keying is not None else None
+    copied = None
+    with lock.hold("shared"), _readable(tree.root):
+        plan = _plan(request)
+        copy = snapshot.take(
+            plan,
+            _snapshot_root(request),
+            zone=request.work / "src",
+            spare=request.work / "outside",
+            recorder=recorder,
+        )
+        if tree.git:
+            gitmeta.give_private_metadata(tree.root, copy.root)
+        if keying is not None and recorder is not None:
+            from safe_build import cachekey  # noqa: PLC0415
+
+            keying.memo.learn(recorder)
+            # in repository mode the backend sees the snapshot's git metadata: that is what is keyed
+            context = _key_context(request, copy.root) if tree.git else keying.context
+            copied = cachekey.of_copy(recorder, plan, context)
+    if request.args.verbosity > 0:
+        what = f"the repository at {tree.root}" if tree.inner else "the project"
+        print(
+            f"* Copied {what}: {copy.files} files and {copy.links} links (listed by {copy.listed_by}) "
+            f"to a private snapshot in {time.monotonic() - started:.2f}s",
+            file=sys.stderr,
+        )
+    yield (copy.root / tree.inner if tree.inner else copy.root), copied
 
 
 @contextlib.contextmanager
@@ -350,14 +431,6 @@ def _real_paths(snapshot: Path, real: Path, levels: int) -> list[tuple[bytes, by
 def _snapshot_root(request: _Request) -> Path:
     """Where the snapshot's copy of the tree's root lies."""
     return request.work / "src" / request.tree.copy_name
-
-
-def _inside(path: Path, root: Path) -> list[str]:
-    """``path`` relative to ``root`` as a one-item list if it lies inside ``root``, else empty."""
-    real = os.path.realpath(path)
-    if real.startswith(str(root) + os.sep):
-        return [os.path.relpath(real, root).replace(os.sep, "/")]
-    return []
 
 
 def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, envs: EnvStore | None) -> None:
