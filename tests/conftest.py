@@ -28,6 +28,8 @@ BUILD_REQUIREMENTS = [
     "flit-core>=3.9",
     "setuptools-scm>=8",  # the version-from-git projects of tests/vcs_projects.py
     "hatch-vcs",
+    "pdm-backend",  # the five backends of tests/test_link_parity.py
+    "poetry-core>=2",
 ]
 
 # name -> files of a small project using that backend
@@ -83,8 +85,9 @@ PROJECTS: dict[str, dict[str, str]] = {
         ),
         "demo_flit/__init__.py": '"""flit demo."""\nVALUE = 3\n',
     },
-    # an in-tree backend that says when it starts (SLOW_BACKEND_MARKER) and then sleeps
-    # (SLOW_BACKEND_SECONDS): for killing builds mid-way and holding locks for a while
+    # an in-tree backend that says when it starts (SLOW_BACKEND_MARKER), then waits until the file
+    # SLOW_BACKEND_GATE exists, if that is set, and sleeps (SLOW_BACKEND_SECONDS): for killing builds
+    # mid-way and holding locks for a while, or until a test has done what it must meanwhile
     "slow": {
         "pyproject.toml": textwrap.dedent(
             """\
@@ -116,6 +119,9 @@ PROJECTS: dict[str, dict[str, str]] = {
                 if marker:
                     with open(marker, "a") as file:
                         file.write(f"{hook} {os.getpid()} {os.getpgid(0)}\\n")
+                gate = os.environ.get("SLOW_BACKEND_GATE")
+                while gate and not os.path.exists(gate):
+                    time.sleep(0.02)
                 time.sleep(float(os.environ.get("SLOW_BACKEND_SECONDS", "0")))
 
 

@@ -186,7 +186,7 @@ class Cache:
         work = work_root / f"{key}-{os.getpid()}-{secrets.token_hex(4)}"
         work.mkdir()
         try:
-            stored = [_digest(publish.publish_file(path, work)) for path in artifacts]
+            stored = [_digest(path) for path in publish.place_files(artifacts, work)]
             record = {
                 "format": FORMAT,
                 "key": key,

@@ -59,7 +59,6 @@ import importlib.metadata
 import json
 import locale
 import os
-import stat
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -368,16 +367,14 @@ class _InPlace:
         if digest is not None:
             self.recorder.file(node.record, info, digest, read=False, stable=True)
             return
+        opened = traversal.open_file(node)
+        if opened is None:
+            return
+        fd, before = opened
         try:
-            fd = os.open(node.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return  # gone, or replaced by a link, since it was listed: the copy skips it too
-        try:
-            before = os.fstat(fd)
-            if stat.S_ISREG(before.st_mode):
-                digest = digests.content(fd, before.st_size, holes=digests.sparse(before))
-                stable = digests.identity(os.fstat(fd)) == digests.identity(before)
-                self.recorder.file(node.record, before, digest, read=True, stable=stable)
+            digest = digests.content(fd, before.st_size, holes=digests.sparse(before))
+            stable = digests.identity(os.fstat(fd)) == digests.identity(before)
+            self.recorder.file(node.record, before, digest, read=True, stable=stable)
         finally:
             os.close(fd)
 

@@ -46,38 +46,53 @@ def check_output_dir(outdir: Path) -> None:
 
 
 def publish_files(sources: Sequence[Path], outdir: Path) -> list[Path]:
-    """Publish ``sources`` into ``outdir`` under their own names, all or none; the final paths.
+    """Publish ``sources`` into the user's ``outdir`` (see ``place_files``); the final paths.
 
-    Every file is first written whole to its hidden temporary and synced, and only then are they
-    renamed into place, so a failure (a full disk) publishes nothing: it is one line naming the
-    file and the directory, and the directories made for it are removed again if empty.
+    A failure (a full disk) publishes nothing: it is one line naming the file and the directory,
+    and the directories made for it are removed again if empty.
     """
     made = [directory for directory in (outdir, *outdir.parents) if not directory.exists()]
+    try:
+        return place_files(sources, outdir)
+    except _NotPlaced as failure:
+        for directory in made:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise SafeBuildError(
+            f"cannot write {failure.source.name} to the output directory {outdir} ({failure.error.strerror})",
+            hint="make room there, or choose another with -o",
+            path=outdir,
+        ) from None
+
+
+class _NotPlaced(OSError):
+    """``source`` could not be written: ``error`` says why."""
+
+    def __init__(self, source: Path, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror, error.filename)
+        self.source = source
+        self.error = error
+
+
+def place_files(sources: Sequence[Path], outdir: Path) -> list[Path]:
+    """Copy ``sources`` into ``outdir`` under their own names, all or none; the final paths.
+
+    Every file is first written whole to its hidden temporary and synced, and only then are they
+    renamed into place, so a failure (an OSError) leaves nothing behind.
+    """
     with contextlib.ExitStack() as staged:
         temporaries = []
         for source in sources:
             try:
                 temporaries.append(staged.enter_context(_staged(source, outdir)))
             except OSError as error:
-                for directory in made:
-                    with contextlib.suppress(OSError):
-                        directory.rmdir()
-                raise SafeBuildError(
-                    f"cannot write {source.name} to the output directory {outdir} ({error.strerror})",
-                    hint="make room there, or choose another with -o",
-                    path=outdir,
-                ) from None
-        published = []
+                raise _NotPlaced(source, error) from None
+        placed = []
         for temporary, source in zip(temporaries, sources, strict=True):
             os.replace(temporary, outdir / source.name)
-            published.append(outdir / source.name)
+            placed.append(outdir / source.name)
     fsync_dir(outdir)
-    return published
-
-
-def publish_file(source: Path, outdir: Path) -> Path:
-    """Copy ``source`` into ``outdir`` under its own name, atomically; return the final path."""
-    return publish_files([source], outdir)[0]
+    return placed
 
 
 @contextlib.contextmanager

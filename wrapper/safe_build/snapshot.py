@@ -22,8 +22,6 @@ from pathlib import Path
 from safe_build import digests, traversal
 from safe_build.traversal import Link, Node, Plan
 
-_OPEN_SOURCE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a fifo put there never blocks
-
 
 @dataclass
 class Snapshot:
@@ -129,15 +127,11 @@ class _Copier:
 
     def file(self, node: Node, info: os.stat_result) -> None:
         """A real copy in a handful of system calls: this runs once per file of large trees."""
+        opened = traversal.open_file(node)
+        if opened is None:
+            return
+        source, before = opened
         try:
-            source = os.open(node.source, _OPEN_SOURCE)
-        except OSError:
-            return  # gone, or replaced by a link, since it was listed: not in the copy, not in the key
-        try:
-            before = os.fstat(source)
-            if not stat.S_ISREG(before.st_mode):
-                self.snapshot.skipped.append(node.record)
-                return
             path = self._path(node)
             try:
                 target = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -22,6 +22,7 @@ that the key can only describe what a copy takes. The rules:
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -200,6 +201,25 @@ class _Walker:
         self.regions.append(target)
         self.visitor.outside(node, Link(text, None, target, region))
         self.pending.append(iter([(Node(node.record + TARGET, region, "", target), True)]))
+
+
+def open_file(node: Node) -> tuple[int, os.stat_result] | None:
+    """``node``'s file opened for reading, and its identity; None if it is gone, or is no longer a
+    regular file, since it was listed (it is then in neither the copy nor the key). A fifo put in
+    its place is not waited for, a link is not followed; a file that cannot be read is an OSError."""
+    try:
+        fd = os.open(node.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None
+    return fd, info
 
 
 def _below_any(relative: str, paths: frozenset[str]) -> bool:

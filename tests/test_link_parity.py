@@ -1,0 +1,86 @@
+"""A link out of the project gives the artifacts plain ``python -m build`` gives, for each backend.
+
+Each backend treats such a link its own way (setuptools follows it, flit refuses it, hatchling
+archives the link itself): safe-build must neither hide the link nor hand the backend something
+else. Each project is built twice from identical trees side by side, with plain build and with
+safe-build, and the outcomes compared member by member: names, kinds, modes and bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import plain_build_command, run, safe_build_command, write_files
+
+STATIC = 'name = "pkg"\nversion = "1.0"\ndescription = "links"\n'
+BACKENDS = {
+    "setuptools": '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n',
+    "hatchling": '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n',
+    "flit-core": '[build-system]\nrequires = ["flit_core>=3.9"]\nbuild-backend = "flit_core.buildapi"\n',
+    "pdm-backend": '[build-system]\nrequires = ["pdm-backend"]\nbuild-backend = "pdm.backend"\n',
+    "poetry-core": '[build-system]\nrequires = ["poetry-core>=2"]\nbuild-backend = "poetry.core.masonry.api"\n',
+}
+
+Members = dict[str, tuple[str, int, bytes]]
+
+
+def members(artifact: Path) -> Members:
+    """Every member of a wheel or sdist: kind, permission bits, content (or a link's text)."""
+    found: Members = {}
+    if artifact.name.endswith(".whl"):
+        with zipfile.ZipFile(artifact) as archive:
+            for info in archive.infolist():
+                found[info.filename] = ("file", (info.external_attr >> 16) & 0o7777, archive.read(info))
+        return found
+    with tarfile.open(artifact) as archive:
+        for member in archive.getmembers():
+            name = member.name.split("/", 1)[-1]
+            if member.issym():
+                found[name] = ("link", member.mode, member.linkname.encode())
+            elif member.isfile():
+                data = archive.extractfile(member)
+                assert data is not None
+                found[name] = ("file", member.mode, data.read())
+    return found
+
+
+def outcome(returncode: int, outdir: Path) -> tuple[str, dict[str, Members]]:
+    if returncode:
+        return "refused", {}
+    return "built", {artifact.name: members(artifact) for artifact in sorted(outdir.iterdir())}
+
+
+def side(root: Path, backend: str) -> Path:
+    """A project whose module ``pkg/extra.py`` is a relative link to a private file outside it."""
+    project = write_files(
+        root / "project",
+        {
+            "pyproject.toml": BACKENDS[backend] + "\n[project]\n" + STATIC,
+            "pkg/__init__.py": '"""links."""\n',
+            "README.md": "readme\n",
+        },
+    )
+    secret = write_files(root / "outside", {"extra.py": "SECRET = 'outside the project'\n"}) / "extra.py"
+    secret.chmod(0o600)
+    (project / "pkg/extra.py").symlink_to("../../outside/extra.py")
+    return project
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_a_link_to_a_file_outside_the_project_builds_as_plain_build_does(
+    backend: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    reproducible = {**env, "SOURCE_DATE_EPOCH": "1700000000"}
+    plain_project, ours_project = side(tmp_path / "plain", backend), side(tmp_path / "ours", backend)
+    for tree in (tmp_path / "plain", tmp_path / "ours"):
+        for path in tree.rglob("*"):
+            os.utime(path, (1_700_000_000, 1_700_000_000), follow_symlinks=False)
+    plain = run(plain_build_command("-o", tmp_path / "plain-out", plain_project), reproducible)
+    ours = run(safe_build_command("-o", tmp_path / "ours-out", ours_project), reproducible)
+    expected = outcome(plain.returncode, tmp_path / "plain-out")
+    assert outcome(ours.returncode, tmp_path / "ours-out") == expected, (plain.stdout[-2000:], ours.stderr)
