@@ -22,6 +22,20 @@ from tests.conftest import run, run_parallel, safe_build_command, wheel_problems
 ROUNDS = 30
 
 
+def hatch_project(root: Path, name: str, data: int) -> Path:
+    """A hatchling project whose package holds ``data`` random (incompressible) bytes."""
+    project = write_files(
+        root,
+        {
+            "pyproject.toml": "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n"
+            f"[project]\nname = '{name}'\nversion = '1'\n",
+            f"src/{name}/__init__.py": "",
+        },
+    )
+    (project / f"src/{name}/blob.bin").write_bytes(os.urandom(data))
+    return project
+
+
 def module_text(wheel: Path, member: str) -> str:
     with zipfile.ZipFile(wheel) as archive:
         return archive.read(member).decode()
@@ -133,18 +147,10 @@ def test_a_file_flipping_between_states_during_cached_builds_never_poisons_the_c
 def test_refresh_racing_hits_that_publish_large_files_fails_none(env: dict[str, str], tmp_path: Path) -> None:
     """``--refresh`` removes the entry that concurrent hits are publishing; before, hits failed
     with "cannot write ...whl" after publishing the sdist. Now every build succeeds whole."""
-    project = write_files(
-        tmp_path / "big",
-        {
-            "pyproject.toml": "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n"
-            "[project]\nname = 'big'\nversion = '1'\n",
-            "src/big/__init__.py": "",
-        },
-    )
-    (project / "src/big/blob.bin").write_bytes(os.urandom(24 << 20))  # incompressible: slow to publish
+    project = hatch_project(tmp_path / "big", "big", 24 << 20)  # slow to publish
     first = run(safe_build_command("-n", "-o", tmp_path / "first", project), env)
     assert first.returncode == 0, first.stderr
-    failed = []
+    failed: list[object] = []
     for round_ in range(2):
         outdirs = [tmp_path / f"race-{round_}-{index}" for index in range(6)]
         commands = [
@@ -185,15 +191,7 @@ def test_a_full_cache_disk_warns_and_still_publishes(env: dict[str, str], tmp_pa
     ).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        project = write_files(
-            tmp_path / "data",
-            {
-                "pyproject.toml": "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n"
-                "[project]\nname = 'data'\nversion = '1'\n",
-                "src/data/__init__.py": "",
-            },
-        )
-        (project / "src/data/blob.bin").write_bytes(os.urandom(4 << 20))
+        project = hatch_project(tmp_path / "data", "data", 4 << 20)
         small = {**env, "SAFE_BUILD_CACHE_DIR": str(cache)}
         full = run(safe_build_command("--wheel", "-n", "-o", tmp_path / "out", project), small)
         assert full.returncode == 0, full.stderr

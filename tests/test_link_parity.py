@@ -18,12 +18,12 @@ import pytest
 from tests.conftest import plain_build_command, run, safe_build_command, write_files
 
 STATIC = 'name = "pkg"\nversion = "1.0"\ndescription = "links"\n'
-BACKENDS = {
-    "setuptools": '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n',
-    "hatchling": '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n',
-    "flit-core": '[build-system]\nrequires = ["flit_core>=3.9"]\nbuild-backend = "flit_core.buildapi"\n',
-    "pdm-backend": '[build-system]\nrequires = ["pdm-backend"]\nbuild-backend = "pdm.backend"\n',
-    "poetry-core": '[build-system]\nrequires = ["poetry-core>=2"]\nbuild-backend = "poetry.core.masonry.api"\n',
+BACKENDS = {  # requirement, backend
+    "setuptools": ("setuptools>=69", "setuptools.build_meta"),
+    "hatchling": ("hatchling", "hatchling.build"),
+    "flit-core": ("flit_core>=3.9", "flit_core.buildapi"),
+    "pdm-backend": ("pdm-backend", "pdm.backend"),
+    "poetry-core": ("poetry-core>=2", "poetry.core.masonry.api"),
 }
 
 Members = dict[str, tuple[str, int, bytes]]
@@ -60,7 +60,11 @@ def side(root: Path, backend: str) -> Path:
     project = write_files(
         root / "project",
         {
-            "pyproject.toml": BACKENDS[backend] + "\n[project]\n" + STATIC,
+            "pyproject.toml": '[build-system]\nrequires = ["{}"]\nbuild-backend = "{}"\n'.format(
+                *BACKENDS[backend]
+            )
+            + "\n[project]\n"
+            + STATIC,
             "pkg/__init__.py": '"""links."""\n',
             "README.md": "readme\n",
         },
