@@ -49,6 +49,8 @@ VCS_REQUIREMENTS = frozenset(
         "versioningit",
     }
 )
+# Backends (build-backend values) that need the repository, and why.
+REPOSITORY_BACKENDS = {"mesonpy": "makes its sdist with `meson dist`, an export of the git repository"}
 # pyproject.toml settings that do the same: dotted key, and the value it must have (None: any).
 VCS_SETTINGS: tuple[tuple[str, object], ...] = (
     ("tool.setuptools_scm", None),
@@ -128,6 +130,22 @@ def outside_paths(project_dir: Path, pyproject: Mapping[str, Any] | None) -> lis
     # not a directory the project lies in (setuptools-scm's root = ".."): that is the repository's;
     # not an absolute path, which reads the same from a snapshot
     return sorted(path for path in found if 0 < levels_above(path) < len(path.split("/")))
+
+
+def ignore_files_above(project_dir: Path) -> list[str]:
+    """The ``.gitignore`` files above the project, up to the root of the git work tree it lies in
+    (or the file system's), as patterns such as ``../../.gitignore``: backends read them as they
+    lie (hatchling takes the nearest one up to a directory with ``.git``), so a copy of the
+    project brings them along to the same places. Nothing is read above a ``.git``."""
+    found: list[str] = []
+    if os.path.lexists(project_dir / ".git"):
+        return found
+    for level, directory in enumerate(project_dir.parents, start=1):
+        if (directory / ".gitignore").is_file():
+            found.append("../" * level + ".gitignore")
+        if os.path.lexists(directory / ".git"):
+            break
+    return found
 
 
 def unnamed_outside_reason(project_dir: Path, pyproject: Mapping[str, Any] | None) -> str | None:
@@ -225,6 +243,15 @@ def _signs_in_files(signs: tuple[tuple[str, re.Pattern[str], str], ...]) -> Chec
     return check
 
 
+def _repository_backends(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
+    """A backend that exports its sdist from the repository, even when it builds itself
+    (``backend-path``, so that no requirement names it)."""
+    for backend in _lookup(pyproject, "build-system.build-backend"):
+        if backend in REPOSITORY_BACKENDS:
+            return f"build-backend {backend} {REPOSITORY_BACKENDS[backend]}"
+    return None
+
+
 def _versioneer_script(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
     return "versioneer.py at the project root" if (project_dir / "versioneer.py").is_file() else None
 
@@ -240,6 +267,7 @@ CHECKS: tuple[Check, ...] = (
     _setup_py_parent_path,
     _signs_in_files(VCS_SIGNS),
     _vcs_requirements,
+    _repository_backends,
     _vcs_settings,
     _versioneer_script,
 )

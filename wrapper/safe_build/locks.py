@@ -164,9 +164,9 @@ def try_own(lock_file: Path) -> int | None:
     """Take ``lock_file`` exclusively without waiting: its descriptor (close it to release), or None.
 
     None also when the path no longer names the file we locked: someone removed it meanwhile, so
-    the lock would protect nothing. Only owners of never-reused names (private directories)
-    use this; their lock files may be removed by whoever holds them. OSError: the file cannot be
-    opened or created.
+    the lock would protect nothing. Owners of private directories use this; their lock files may
+    be removed by whoever holds them, and since a name taken again is a new file, two owners
+    never share one. OSError: the file cannot be opened or created.
     """
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
     try:

@@ -2,8 +2,15 @@
 
 Layout under ``<cache>/tmp/``: ``<name>/`` is the work directory and ``<name>.lock`` its owner's
 lock, held for the owner's whole life. A later run that can take a ``.lock`` knows its owner is
-gone (the kernel dropped the lock) and removes both. Names are never reused, so removing a dead
-owner's lock file cannot let two owners share one directory.
+gone (the kernel dropped the lock) and removes both. A lock file is removed only by whoever holds
+it, and ``try_own`` checks after locking that the path still names the file it locked, so even a
+name taken again can never have two owners.
+
+A build asks for one of a few numbered *slots* of its tree (``<slot>-0`` to ``<slot>-3``), the
+lowest free one: builds of one tree one after another run at the same path, so that what records
+its build directory (debug information of compiled extensions) comes out the same each time, as
+it does for plain builds in one place; builds at once still each get their own. When every slot is
+busy, the name is a fresh random one.
 """
 
 from __future__ import annotations
@@ -17,24 +24,32 @@ from pathlib import Path
 from safe_build.fsutil import remove_tree
 from safe_build.locks import try_own, unwritable_state
 
+SLOTS = 4
+
 
 @contextlib.contextmanager
-def private_dir(cache_dir: Path) -> Iterator[Path]:
-    """A fresh directory only this process uses; removed on exit, or by a later run after a crash."""
+def private_dir(cache_dir: Path, slot: str | None = None) -> Iterator[Path]:
+    """A fresh directory only this process uses; removed on exit, or by a later run after a crash.
+
+    ``slot`` names the tree it is for: the directory is then the lowest free slot of that name.
+    """
     root = cache_dir / "tmp"
+    names = [f"{slot}-{number}" for number in range(SLOTS)] if slot else []
     try:
         root.mkdir(parents=True, exist_ok=True)
         sweep(root)
         while True:
-            name = f"{os.getpid()}-{secrets.token_hex(6)}"
+            name = names.pop(0) if names else f"{os.getpid()}-{secrets.token_hex(6)}"
             lock_path = root / f"{name}.lock"
-            owner = try_own(lock_path)  # None: a sweep removed the new file before we locked it
+            owner = try_own(lock_path)  # None: busy, or a sweep removed the new file before we locked it
             if owner is not None:
                 break
     except OSError as error:
         raise unwritable_state(root, error) from None
     work = root / name
     try:
+        if work.exists():  # a killed owner's, not swept yet: ours now that we hold its lock
+            remove_tree(work)
         work.mkdir()
         yield work
     finally:

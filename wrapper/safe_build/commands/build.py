@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import posixpath
@@ -81,7 +82,8 @@ def run(argv: Sequence[str]) -> int:
         publish.check_output_dir(report.parent)
     root = settings.cache_dir.value
     lock = project_lock(root, source.path, settings.lock_timeout.value)
-    with workdirs.private_dir(root) as work:
+    slot = hashlib.sha256(os.fsencode(source.path)).hexdigest()[:12]
+    with workdirs.private_dir(root, slot) as work:
         tree = _Tree.of(source.path, _selection(settings, source, mode), in_repository=mode == "repository")
         request = _Request(args, source, settings, mode, outdir, report, work, lock, tree)
         built = _through_cache(request) if _cacheable(request) else _build_and_publish(request)
@@ -243,13 +245,15 @@ def _selection(
     settings: config.Settings, source: project.Source, mode: isolation.Mode | None
 ) -> patterns.Selection:
     """The user's include and exclude patterns, and the paths above the project that its settings
-    name (``readme = "../README.md"``): a snapshot brings those along beside the project's copy."""
+    name (``readme = "../README.md"``) or that a backend reads as they lie (the ignore files up to
+    the repository's root): a snapshot brings those along beside the project's copy."""
     chosen = settings.selection
     if mode not in ("copy", "repository"):
         return chosen
-    above = [
-        path for path in isolation.outside_paths(source.path, source.pyproject) if path not in chosen.include
-    ]
+    above = isolation.outside_paths(source.path, source.pyproject)
+    if mode == "copy":
+        above += isolation.ignore_files_above(source.path)
+    above = [path for path in dict.fromkeys(above) if path not in chosen.include]
     return patterns.Selection((*chosen.include, *above), chosen.exclude)
 
 
@@ -272,18 +276,24 @@ def _build(request: _Request, keying: _Keying | None) -> tuple[list[Path], cache
 
 
 def _with_outside_hint(failure: BuildFailed, request: _Request) -> BuildFailed:
-    """``failure``, saying so if the project may read a file above it that the snapshot lacks."""
-    reason = None
+    """``failure``, saying so if the project may need what a snapshot lacks: a file above it, or
+    the git repository it lies in."""
+    hints = []
     if request.mode in ("copy", "repository") and not request.tree.git:
         reason = isolation.unnamed_outside_reason(request.source.path, request.source.pyproject)
-    if reason is None:
+        if reason is not None:
+            hints.append(
+                f"{reason}, and a snapshot has only the paths above the project that its settings or an "
+                "include name: add it with --include ../PATH, or build with --isolation in-place"
+            )
+    if request.mode == "copy" and gitmeta.repository_root(request.source.path) is not None:
+        hints.append(
+            "the project lies in a git work tree, which a copy of the project lacks: if its backend "
+            "needs git, build with --isolation repository"
+        )
+    if not hints:
         return failure
-    return BuildFailed(
-        failure.message,
-        hint=f"{reason}, and a snapshot has only the paths above the project that its settings or an "
-        "include name: add it with --include ../PATH, or build with --isolation in-place",
-        path=failure.path,
-    )
+    return BuildFailed(failure.message, hint="; ".join(hints), path=failure.path)
 
 
 def _env_store(request: _Request) -> EnvStore | None:
@@ -378,6 +388,9 @@ def _prepared_source(request: _Request, keying: _Keying | None) -> Iterator[tupl
         )
         if tree.git:
             gitmeta.give_private_metadata(tree.root, copy.root)
+        # the top of the snapshot's surroundings stops a backend's upward search for a file (hatchling
+        # looks for .gitignore up to a directory holding .git), so that nothing above it is found
+        (request.work / "src" / ".git").mkdir(exist_ok=True)
         if keying is not None and recorder is not None:
             from safe_build import cachekey  # noqa: PLC0415
 
@@ -446,6 +459,10 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, en
     arguments.append(str(src))
     (work / "tmp").mkdir()
     env = {**os.environ, "TMPDIR": str(work / "tmp")}  # build's fresh environments die with work
+    if src.is_relative_to(work):  # a snapshot: git never looks for a repository above it
+        env["GIT_CEILING_DIRECTORIES"] = os.pathsep.join(
+            filter(None, [str(work), os.environ.get("GIT_CEILING_DIRECTORIES")])
+        )
     if args.verbosity > 0:
         output = runner.Output()
     elif args.metadata:
