@@ -275,6 +275,29 @@ def members(archive_path: Path) -> list[str]:
         return sorted(member.name for member in archive.getmembers() if member.isfile())
 
 
+Members = dict[str, tuple[str, int, bytes]]
+
+
+def archive_members(artifact: Path) -> Members:
+    """Every member of a wheel or sdist: kind, permission bits, content (or a link's text)."""
+    found: Members = {}
+    if artifact.name.endswith(".whl"):
+        with zipfile.ZipFile(artifact) as archive:
+            for info in archive.infolist():
+                found[info.filename] = ("file", (info.external_attr >> 16) & 0o7777, archive.read(info))
+        return found
+    with tarfile.open(artifact) as archive:
+        for member in archive.getmembers():
+            name = member.name.split("/", 1)[-1]
+            if member.issym():
+                found[name] = ("link", member.mode, member.linkname.encode())
+            elif member.isfile():
+                data = archive.extractfile(member)
+                assert data is not None
+                found[name] = ("file", member.mode, data.read())
+    return found
+
+
 def tree_state(root: Path) -> dict[str, tuple[int, bytes | str]]:
     """Every entry below ``root`` with its mode and content (or link target), to prove nothing changed."""
     state: dict[str, tuple[int, bytes | str]] = {}

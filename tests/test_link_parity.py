@@ -9,13 +9,11 @@ safe-build, and the outcomes compared member by member: names, kinds, modes and 
 from __future__ import annotations
 
 import os
-import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import plain_build_command, run, safe_build_command, write_files
+from tests.conftest import Members, archive_members, plain_build_command, run, safe_build_command, write_files
 
 STATIC = 'name = "pkg"\nversion = "1.0"\ndescription = "links"\n'
 BACKENDS = {  # requirement, backend
@@ -26,33 +24,11 @@ BACKENDS = {  # requirement, backend
     "poetry-core": ("poetry-core>=2", "poetry.core.masonry.api"),
 }
 
-Members = dict[str, tuple[str, int, bytes]]
-
-
-def members(artifact: Path) -> Members:
-    """Every member of a wheel or sdist: kind, permission bits, content (or a link's text)."""
-    found: Members = {}
-    if artifact.name.endswith(".whl"):
-        with zipfile.ZipFile(artifact) as archive:
-            for info in archive.infolist():
-                found[info.filename] = ("file", (info.external_attr >> 16) & 0o7777, archive.read(info))
-        return found
-    with tarfile.open(artifact) as archive:
-        for member in archive.getmembers():
-            name = member.name.split("/", 1)[-1]
-            if member.issym():
-                found[name] = ("link", member.mode, member.linkname.encode())
-            elif member.isfile():
-                data = archive.extractfile(member)
-                assert data is not None
-                found[name] = ("file", member.mode, data.read())
-    return found
-
 
 def outcome(returncode: int, outdir: Path) -> tuple[str, dict[str, Members]]:
     if returncode:
         return "refused", {}
-    return "built", {artifact.name: members(artifact) for artifact in sorted(outdir.iterdir())}
+    return "built", {artifact.name: archive_members(artifact) for artifact in sorted(outdir.iterdir())}
 
 
 def side(root: Path, backend: str) -> Path:
