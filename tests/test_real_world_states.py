@@ -9,6 +9,7 @@ would serve that state's entry.
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
