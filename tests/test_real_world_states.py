@@ -160,14 +160,15 @@ def test_a_self_hosted_backend_that_exports_the_repository_builds_as_plain_build
     assert "--isolation repository" in last, last
 
 
+@pytest.mark.parametrize("repository_ignores", [True, False], ids=["repository-gitignore", "none"])
 def test_a_hatchling_project_below_a_repository_root_reads_the_repository_gitignore_only(
-    build_env: dict[str, str], tmp_path: Path
+    build_env: dict[str, str], tmp_path: Path, repository_ignores: bool
 ) -> None:
     """hatchling takes the nearest ``.gitignore`` up to the directory holding ``.git``. The
-    project has none of its own; the repository's ignores ``*.log``, and a ``.gitignore`` above
-    the cache directory (as ``~/.gitignore`` lies above ``~/.cache``) ignores ``tests/``."""
+    project has none of its own; the repository's, if any, ignores ``*.log``; one above the cache
+    directory (as ``~/.gitignore`` lies above ``~/.cache``) ignores ``tests/`` and must never count."""
     files = {
-        ".gitignore": "*.log\n",
+        **({".gitignore": "*.log\n"} if repository_ignores else {}),
         "packages/hat/pyproject.toml": pyproject("hat", "hatchling", "hatchling.build"),
         "packages/hat/hat/__init__.py": "",
         "packages/hat/tests/test_hat.py": "def test(): pass\n",
