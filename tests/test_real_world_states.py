@@ -239,3 +239,30 @@ def test_two_uncached_builds_of_a_c_extension_give_the_same_bytes(
         wheels.append(wheel.read_bytes())
     assert wheels[0] == wheels[1]
     assert sorted(os.listdir(project)) == sorted(EXTENSION)  # nothing built in the tree
+
+
+@pytest.mark.parametrize("deep", ["project", "files"])
+def test_paths_near_the_system_limit_build_as_plain_build_does(
+    env: dict[str, str], tmp_path: Path, deep: str
+) -> None:
+    """Paths within a hundred characters of PATH_MAX (4,096 on Linux): a project that lies deep, or
+    files that lie deep in a project at a short path. A snapshot's root is longer than the leading
+    part of the tree's path it replaces; before, such files were "File name too long" in the copy."""
+    room = 4_080 - len(f"{tmp_path}/b/deep/deep/.py")  # the longest path: 4,080 characters
+    levels = ["d" * 200] * ((room - 1) // 201)
+    module = "/".join(
+        ["deep", *(levels if deep == "files" else []), "m" * (room - 201 * len(levels)) + ".py"]
+    )
+    files = {
+        "pyproject.toml": pyproject("deep", "flit_core>=3.9", "flit_core.buildapi").replace(
+            'version = "1"', 'version = "1"\ndescription = "deep"'
+        ),
+        "deep/__init__.py": "",
+        module: "VALUE = 1\n",
+    }
+    above = tmp_path.joinpath(*levels) if deep == "project" else tmp_path
+    plain, ours = write_files(above / "a" / "deep", files), write_files(above / "b" / "deep", files)
+    assert len(str(ours / module)) == 4_080
+    built(plain_build_command("--wheel", "-n", "-o", tmp_path / "plain-out", plain), env)
+    built(safe_build_command("--wheel", "-n", "-o", tmp_path / "ours-out", ours), env)
+    assert compare(tmp_path / "plain-out", tmp_path / "ours-out") == []

@@ -50,18 +50,77 @@ def take(
     """
     snapshot = Snapshot(destination, listed_by=plan.listed_by)
     destination.mkdir(parents=True)
-    for directory in sorted({os.path.dirname(entry) for entry in plan.entries} - {""}):
-        os.makedirs(destination / directory, exist_ok=True)  # once here, not once per file
-    copier = _Copier(
-        os.path.realpath(destination),
-        os.path.realpath(zone if zone is not None else destination),
-        str(spare if spare is not None else destination.with_name(destination.name + ".outside")),
-        snapshot,
-        recorder,
-    )
-    traversal.visit(plan, copier)
-    copier.finish()
+    real_zone = os.path.realpath(zone if zone is not None else destination)
+    spare = spare if spare is not None else destination.with_name(destination.name + ".outside")
+    zone_fd = os.open(real_zone, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        copier = _Copier(
+            _Zone(zone_fd, real_zone),
+            os.path.relpath(os.path.realpath(destination), real_zone),
+            os.path.relpath(os.path.realpath(spare.parent), real_zone) + "/" + spare.name,
+            snapshot,
+            recorder,
+        )
+        for directory in sorted({os.path.dirname(entry) for entry in plan.entries} - {""}):
+            copier.zone.makedirs(f"{copier.places[0]}/{directory}")  # once here, not once per file
+        traversal.visit(plan, copier)
+        copier.finish()
+    finally:
+        os.close(zone_fd)
     return snapshot
+
+
+@dataclass(frozen=True)
+class _Zone:
+    """The directory every path of the copy is relative to, written through its descriptor.
+
+    A snapshot's root is longer than the tree's leading part it replaces, so a path that fits in
+    the tree (as a backend reaches it, from the project directory) could pass PATH_MAX as an
+    absolute path in the copy; relative to this descriptor it is never longer than the tree's.
+    """
+
+    fd: int
+    path: str  # its real path, for what only an absolute path can answer (where a link leads)
+
+    def makedirs(self, relative: str) -> None:
+        try:
+            os.mkdir(relative, 0o777, dir_fd=self.fd)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            self.makedirs(os.path.dirname(relative))
+            os.mkdir(relative, 0o777, dir_fd=self.fd)
+
+    def symlink(self, text: str, relative: str) -> None:
+        try:
+            os.symlink(text, relative, dir_fd=self.fd)
+        except FileNotFoundError:
+            self.makedirs(os.path.dirname(relative))
+            os.symlink(text, relative, dir_fd=self.fd)
+
+    def create(self, relative: str) -> int:
+        """A new file, open for writing and reading back."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(relative, flags, 0o600, dir_fd=self.fd)
+        except FileNotFoundError:  # below a directory reached through a link or a submodule
+            self.makedirs(os.path.dirname(relative))
+            return os.open(relative, flags, 0o600, dir_fd=self.fd)
+
+    def exists(self, relative: str) -> bool:
+        try:
+            os.lstat(relative, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def unlink(self, relative: str) -> None:
+        os.unlink(relative, dir_fd=self.fd)
+
+    def real(self, relative: str) -> str:
+        """Where ``relative`` leads, relative to the zone if it stays inside it, else absolute."""
+        leads = os.path.realpath(f"{self.path}/{relative}")
+        return leads[len(self.path) + 1 :] if leads.startswith(self.path + "/") else leads
 
 
 class _Copier:
@@ -73,10 +132,10 @@ class _Copier:
     """
 
     def __init__(
-        self, root: str, zone: str, spare: str, snapshot: Snapshot, recorder: digests.Recorder | None
+        self, zone: _Zone, root: str, spare: str, snapshot: Snapshot, recorder: digests.Recorder | None
     ) -> None:
-        self.places = [root]  # each region's copy, by region number
         self.zone = zone
+        self.places = [root]  # each region's copy, by region number, relative to the zone
         self.spare = spare
         self.snapshot = snapshot
         self.recorder = recorder
@@ -87,7 +146,7 @@ class _Copier:
         return f"{base}/{node.place}" if node.place else base
 
     def directory(self, node: Node) -> None:
-        os.makedirs(self._path(node), exist_ok=True)  # also keeps empty directories of a walked tree
+        self.zone.makedirs(self._path(node))  # also keeps empty directories of a walked tree
         if self.recorder is not None:
             self.recorder.directory(node.record)
 
@@ -101,7 +160,7 @@ class _Copier:
             self.inside_links.append((path, link.points_to))
             if os.path.isabs(text):  # it would lead back into the user's tree
                 text = os.path.relpath(self._place(link.points_to), os.path.dirname(path))
-        _symlink(text, path)
+        self.zone.symlink(text, path)
         self.snapshot.links += 1
         if self.recorder is not None:
             self.recorder.link(node.record, link.text, link.points_to)
@@ -110,16 +169,16 @@ class _Copier:
         path = self._path(node)
         placed = None
         if not os.path.isabs(link.text):
-            _symlink(link.text, path)
-            leads = os.path.realpath(path)
-            if leads.startswith(self.zone + "/") and not self._taken(leads):
+            self.zone.symlink(link.text, path)
+            leads = self.zone.real(path)
+            if not os.path.isabs(leads) and not leads.startswith("../") and not self._taken(leads):
                 placed = leads
             else:
-                os.unlink(path)
+                self.zone.unlink(path)
         if placed is None:
             placed = f"{self.spare}/{link.region}/{os.path.basename(link.target)}"
-            _symlink(placed, path)
-        os.makedirs(os.path.dirname(placed), exist_ok=True)
+            self.zone.symlink(os.path.normpath(f"{self.zone.path}/{placed}"), path)
+        self.zone.makedirs(os.path.dirname(placed))
         self.places.append(placed)
         self.snapshot.links += 1
         if self.recorder is not None:
@@ -132,12 +191,7 @@ class _Copier:
             return
         source, before = opened
         try:
-            path = self._path(node)
-            try:
-                target = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:  # below a directory reached through a link or a submodule
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                target = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            target = self.zone.create(self._path(node))
             try:
                 holes = digests.sparse(before)
                 _copy_data(source, target, before.st_size, holes=holes)
@@ -165,9 +219,9 @@ class _Copier:
         """Links inside whose text leads elsewhere in the copy than in the tree are made to lead right."""
         for path, points_to in self.inside_links:
             wanted = self._place(points_to)
-            if os.path.realpath(path) != os.path.realpath(wanted):
-                os.unlink(path)
-                _symlink(os.path.relpath(wanted, os.path.dirname(path)), path)
+            if self.zone.real(path) != self.zone.real(wanted):
+                self.zone.unlink(path)
+                self.zone.symlink(os.path.relpath(wanted, os.path.dirname(path)), path)
 
     def _place(self, points_to: tuple[int, str]) -> str:
         region, place = points_to
@@ -175,18 +229,10 @@ class _Copier:
 
     def _taken(self, path: str) -> bool:
         """True if ``path`` exists or overlaps a region's copy: an outside target cannot go there."""
-        return os.path.lexists(path) or any(
+        return self.zone.exists(path) or any(
             path == place or path.startswith(place + "/") or place.startswith(path + "/")
             for place in self.places
         )
-
-
-def _symlink(text: str, path: str) -> None:
-    try:
-        os.symlink(text, path)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.symlink(text, path)
 
 
 def _copy_data(source: int, target: int, size: int, *, holes: bool) -> None:

@@ -82,7 +82,7 @@ def run(argv: Sequence[str]) -> int:
         publish.check_output_dir(report.parent)
     root = settings.cache_dir.value
     lock = project_lock(root, source.path, settings.lock_timeout.value)
-    slot = hashlib.sha256(os.fsencode(source.path)).hexdigest()[:12]
+    slot = hashlib.sha256(os.fsencode(source.path)).hexdigest()[:8]  # short: it lengthens every path
     with workdirs.private_dir(root, slot) as work:
         tree = _Tree.of(source.path, _selection(settings, source, mode), in_repository=mode == "repository")
         request = _Request(args, source, settings, mode, outdir, report, work, lock, tree)
