@@ -642,8 +642,8 @@ def audit_take(settings: Settings, recorder: AuditRecorder, tree: Path, mode: st
 
 STRACE_PATH = re.compile(rf'(?:"|<)(?:[^"<>]*/)?{IGNORED}(?:/[^"<>]*)?(?:"|>)')
 TAKE_SNIPPET = (
-    "import sys; from pathlib import Path; from safe_build.snapshot import take; "
-    "print(take(Path(sys.argv[1]), Path(sys.argv[2])).listed_by)"
+    "import sys; from pathlib import Path; from safe_build import snapshot, traversal; "
+    "print(snapshot.take(traversal.plan(Path(sys.argv[1])), Path(sys.argv[2])).listed_by)"
 )
 
 

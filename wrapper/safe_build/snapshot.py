@@ -194,26 +194,31 @@ class _Copier:
             target = self.zone.create(self._path(node))
             try:
                 holes = digests.sparse(before)
-                _copy_data(source, target, before.st_size, holes=holes)
+                copied = _copy_data(source, target, before.st_size, holes=holes)
                 os.fchmod(target, stat.S_IMODE(before.st_mode))
                 os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # sdists record file times
                 if self.recorder is not None:
-                    self._record(node, before, source, target, holes)
+                    self._record(node, before, source, (target, copied), holes)
             finally:
                 os.close(target)
         finally:
             os.close(source)
         self.snapshot.files += 1
 
-    def _record(self, node: Node, before: os.stat_result, source: int, target: int, holes: bool) -> None:
-        """Digest what was written: the memo's digest if the source kept its identity, else the copy."""
-        assert self.recorder is not None
-        stable = digests.identity(os.fstat(source)) == digests.identity(before)
-        digest = self.recorder.remembered(before) if stable else None
+    def _record(
+        self, node: Node, before: os.stat_result, source: int, written: tuple[int, int], holes: bool
+    ) -> None:
+        """Digest what was written (``written``: the copy's descriptor and size): the memo's digest
+        if the source kept its identity, else the copy's bytes read back."""
+        recorder = self.recorder
+        assert recorder is not None
+        # only the memo needs to know that the source did not change while it was copied
+        stable = recorder.remember and digests.identity(os.fstat(source)) == digests.identity(before)
+        digest = recorder.remembered(before) if stable else None
         read = digest is None
         if digest is None:
-            digest = digests.content(target, os.fstat(target).st_size, holes=holes)
-        self.recorder.file(node.record, before, digest, read=read, stable=stable)
+            digest = digests.content(written[0], written[1], holes=holes)
+        recorder.file(node.record, before, digest, read=read, stable=stable)
 
     def finish(self) -> None:
         """Links inside whose text leads elsewhere in the copy than in the tree are made to lead right."""
@@ -235,8 +240,9 @@ class _Copier:
         )
 
 
-def _copy_data(source: int, target: int, size: int, *, holes: bool) -> None:
-    """Copy the first ``size`` bytes; of a sparse file only its data, its holes left holes."""
+def _copy_data(source: int, target: int, size: int, *, holes: bool) -> int:
+    """Copy the first ``size`` bytes; of a sparse file only its data, its holes left holes.
+    The size of the copy: less than ``size`` if the file shrank meanwhile."""
     ranges = digests.data_ranges(source, size) if holes else [(0, size)]
     for start, end in ranges:
         if holes:
@@ -245,7 +251,8 @@ def _copy_data(source: int, target: int, size: int, *, holes: bool) -> None:
         while offset < end:
             sent = os.sendfile(target, source, offset, end - offset)
             if not sent:
-                return  # the file shrank while we copied it
+                return offset  # the file shrank while we copied it
             offset += sent
     if holes:
         os.ftruncate(target, size)
+    return size
