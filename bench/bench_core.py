@@ -365,12 +365,21 @@ class Comparison:
         return median([getattr(t[SAFE], what) / getattr(t[PLAIN], what) for t in self.rounds])
 
 
-def timed_build(settings: Settings, tool: str, project: Path, flags: Sequence[str], outdir: Path) -> Timing:
-    """One build and its cost; raises if it failed, since a failed run's time means nothing."""
+def timed_build(
+    settings: Settings, tool: str, project: Path, flags: Sequence[str], outdir: Path, *, cached: bool = False
+) -> Timing:
+    """One build and its cost; raises if it failed, since a failed run's time means nothing.
+
+    ``cached``: safe-build runs with its wheel cache and ``--refresh``, so that every build is a
+    miss that pays for the lookup, the snapshot that digests what it copies, and the store."""
     if tool == PLAIN:
         remove_build_state(project)  # untimed: plain build must neither profit from nor trip on it
+    env = settings.env
+    if cached and tool == SAFE:
+        flags = [*flags, "--refresh"]
+        env = {name: value for name, value in env.items() if name != "SAFE_BUILD_NO_CACHE"}
     command = build_command(tool, project, [*flags, "-o", str(outdir)])
-    return timed_wheel_build(tool, command, settings.env, outdir)
+    return timed_wheel_build(tool, command, env, outdir)
 
 
 def timed_wheel_build(tool: str, command: Sequence[str], env: dict[str, str], outdir: Path) -> Timing:
@@ -392,15 +401,17 @@ def timed_wheel_build(tool: str, command: Sequence[str], env: dict[str, str], ou
     return timing
 
 
-def compare_single(settings: Settings, project: Path, *, isolated: bool) -> Comparison:
+def compare_single(settings: Settings, project: Path, *, isolated: bool, cached: bool = False) -> Comparison:
     """Plain and safe-build alternately (A B A B ...), after one untimed warm-up round of each."""
     flags = ["--wheel"] if isolated else ["--wheel", "--no-isolation"]
-    comparison = Comparison("wheel, isolated" if isolated else "wheel, --no-isolation")
-    outroot = settings.work / "single-out" / ("isolated" if isolated else "no-isolation")
+    label = "wheel, isolated" if isolated else "wheel, --no-isolation"
+    comparison = Comparison(label + (", cache miss" if cached else ""))
+    where = ("isolated" if isolated else "no-isolation") + ("-cached" if cached else "")
+    outroot = settings.work / "single-out" / where
     for number in range(settings.rounds + 1):
         try:
             timings = {
-                tool: timed_build(settings, tool, project, flags, outroot / f"{tool}-{number}")
+                tool: timed_build(settings, tool, project, flags, outroot / f"{tool}-{number}", cached=cached)
                 for tool in TOOLS
             }
         except RuntimeError as error:
@@ -439,9 +450,9 @@ def bench_single(settings: Settings) -> list[Comparison]:
     print(f"\n== 1. one wheel build, {settings.rounds} alternating rounds (median wall time) ==")
     project = write_project(settings.work / "single" / "benchpkg", PYPROJECT_PROJECT)
     results = []
-    for isolated in (False, True):
-        note(f"part 1: {'isolated' if isolated else '--no-isolation'} builds")
-        results.append(compare_single(settings, project, isolated=isolated))
+    for isolated, cached in ((False, False), (True, False), (False, True)):
+        note(f"part 1: {'isolated' if isolated else '--no-isolation'} builds{', cache misses' * cached}")
+        results.append(compare_single(settings, project, isolated=isolated, cached=cached))
         print_single(results[-1])
     return results
 
@@ -940,7 +951,8 @@ def figures(results: Results) -> list[Figure]:
     single = [
         Figure(
             "bench_core single",
-            f"one build: {comparison.label}, no cache, median of {len(comparison.rounds)}",
+            f"one build: {comparison.label}{'' if 'cache' in comparison.label else ', no cache'}, "
+            f"median of {len(comparison.rounds)}",
             comparison.ratio(),
             goal=GOAL_SINGLE,
             plain=comparison.median(PLAIN),
