@@ -187,9 +187,12 @@ def test_links_keep_their_text_and_outside_targets_come_along_frozen(tree: Path,
     assert os.readlink(copy_root / "dangling") == "does-not-exist"
 
 
-def test_link_loops_and_links_to_fifos_end_and_nothing_is_opened(tree: Path, tmp_path: Path) -> None:
+def test_link_loops_and_links_to_fifos_and_devices_end_and_nothing_is_opened(
+    tree: Path, tmp_path: Path
+) -> None:
     """A directory out of the project that links back to itself, a pair of directories linking to
-    each other, and a link to a fifo: plain build succeeds on all of them, so the copy must end."""
+    each other, links to a fifo and to a device: plain build succeeds on all of them, so the copy
+    must end, in a process of its own with a timeout."""
     write(tmp_path / "out/loop/file.txt")
     (tmp_path / "out/loop/self").symlink_to(".")
     write(tmp_path / "out/a/a.txt")
@@ -197,6 +200,7 @@ def test_link_loops_and_links_to_fifos_end_and_nothing_is_opened(tree: Path, tmp
     (tmp_path / "out/a/to-b").symlink_to("../b")
     (tmp_path / "out/b/to-a").symlink_to("../a")
     os.mkfifo(tmp_path / "out/pipe")
+    (tree / "zeros").symlink_to("/dev/zero")  # a device: reading it would never end
     (tree / "loop").symlink_to(tmp_path / "out/loop")
     (tree / "a").symlink_to(tmp_path / "out/a")
     (tree / "pipe").symlink_to(tmp_path / "out/pipe")
@@ -208,15 +212,36 @@ def test_link_loops_and_links_to_fifos_end_and_nothing_is_opened(tree: Path, tmp
     assert (copy_root / "a/to-b/b.txt").is_file()
     assert (copy_root / "a/to-b/to-a/a.txt").is_file()
     assert not (copy_root / "pipe").exists()
+    assert not (copy_root / "zeros").exists()
     assert "pipe" in copy
+    assert "zeros" in copy
+    assert "OPENED" not in copy
+
+
+# records every path the copy opens that is no regular file, directory or link: it must open none
+AUDITED_TAKE = """
+import os, stat, sys
+from pathlib import Path
+from safe_build import snapshot, traversal
+
+def audit(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes)):
+        try:
+            mode = os.stat(args[0]).st_mode
+        except OSError:
+            return
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            print("OPENED", args[0])
+
+sys.addaudithook(audit)
+print(snapshot.take(traversal.plan(Path(sys.argv[1])), Path(sys.argv[2])).skipped)
+"""
 
 
 def subprocess_take(tree: Path, destination: Path) -> str:
-    """``take`` in a process of its own with a timeout: a copy that opens a fifo never ends."""
-    program = (
-        "import sys; from pathlib import Path; from safe_build import snapshot, traversal; "
-        "print(snapshot.take(traversal.plan(Path(sys.argv[1])), Path(sys.argv[2])).skipped)"
-    )
+    """``take`` in a process of its own with a timeout (a copy that reads a fifo never ends),
+    saying which special files it opened."""
+    program = AUDITED_TAKE
     done = subprocess.run(
         [sys.executable, "-c", program, str(tree), str(destination)],
         capture_output=True,
