@@ -62,7 +62,8 @@ def give_private_metadata(real: Path, copy: Path) -> None:
 
 def state(work_tree: Path) -> dict[str, str]:
     """What a version from git can depend on besides the files: the commit and the branch checked
-    out (``release-branch-semver`` reads the branch), the tags, and the index (setuptools-scm's
+    out (``release-branch-semver`` reads the branch), the tags, where a shallow clone's history
+    ends, and the index (setuptools-scm's
     file list and ``git describe --dirty`` see a staged file): its modes, blob ids and paths, not
     its stat data, which ``git status`` rewrites without changing anything a build sees.
 
@@ -71,9 +72,9 @@ def state(work_tree: Path) -> dict[str, str]:
     user's index; {} outside git or before the first commit.
     """
     try:
-        commit, _, branch = _git(work_tree, "rev-parse", "HEAD", "--symbolic-full-name", "HEAD").partition(
-            "\n"
-        )
+        commit, branch, shallow = _git(
+            work_tree, "rev-parse", "HEAD", "--symbolic-full-name", "HEAD", "--git-path", "shallow"
+        ).split("\n")
         tags = _git(work_tree, "for-each-ref", "--format=%(objectname) %(refname)", "refs/tags")
         index = subprocess.run(
             ["git", "ls-files", "--stage", "-z"],
@@ -82,13 +83,18 @@ def state(work_tree: Path) -> dict[str, str]:
             check=True,
             env=_quiet_env(),
         ).stdout
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, ValueError, subprocess.CalledProcessError):
         return {}
+    try:  # a shallow clone's history ends early: `git describe` sees fewer tags
+        cut = (work_tree / shallow).read_bytes()
+    except FileNotFoundError:
+        cut = b""
     return {
         "head": commit,
         "branch": branch,
         "tags": hashlib.sha256(tags.encode()).hexdigest(),
         "index": hashlib.sha256(index).hexdigest(),
+        "shallow": hashlib.sha256(cut).hexdigest(),
     }
 
 
