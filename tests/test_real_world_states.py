@@ -123,7 +123,7 @@ SELF_HOSTED = {
     "fakemeson.py": "VALUE = 1\n",
     "mesonpy.py": textwrap.dedent(
         """\
-        import shutil
+        import subprocess
 
 
         def build_sdist(sdist_directory, config_settings=None):
