@@ -345,10 +345,9 @@ class _Tree:
         above it that an include names (``../LICENSE``) land beside it, as they lie beside ``root``."""
         ups = max((patterns.levels_above(pattern) for pattern in self.selection.include), default=0)
         # at least two levels, so that the targets of links out of the tree such as ../../README.md
-        # land where the link's text leads (see snapshot)
-        return Path(
-            *self.root.parts[1:][-max(ups + 1, MIRRORED_LEVELS) :]
-        )  # never the anchor: that would make it absolute
+        # land where the link's text leads (see snapshot); never the anchor, which would make it absolute
+        levels = max(ups + 1, MIRRORED_LEVELS)
+        return Path(*self.root.parts[1:][-levels:])
 
     def exclude(self, outdir: Path, state: Path) -> list[str]:
         """What a snapshot leaves out below ``root``: the output directory and safe-build's own
