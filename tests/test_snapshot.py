@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_build import snapshot, traversal
+from safe_build import snapshot, traversal, workdirs
 from safe_build.patterns import Selection
 
 
@@ -222,7 +222,7 @@ def test_link_loops_and_links_to_fifos_and_devices_end_and_nothing_is_opened(
 AUDITED_TAKE = """
 import os, stat, sys
 from pathlib import Path
-from safe_build import snapshot, traversal
+from safe_build import snapshot, traversal, workdirs
 
 def audit(event, args):
     if event == "open" and isinstance(args[0], (str, bytes)):
@@ -309,3 +309,14 @@ def test_submodule_contents_are_copied(tmp_path: Path) -> None:
     take(project, tmp_path / "copy")
     assert (tmp_path / "copy/vendor/library/lib.py").is_file()
     assert not (tmp_path / "copy/vendor/library/.git").exists()
+
+
+def test_a_private_dir_is_the_users_alone_whatever_the_umask(tmp_path: Path) -> None:
+    """A snapshot lies below its private dir: under umask 000 another user could otherwise plant
+    files in the tree a backend builds from."""
+    old = os.umask(0)
+    try:
+        with workdirs.private_dir(tmp_path / "cache", "tree") as work:
+            assert stat.S_IMODE(work.stat().st_mode) == 0o700
+    finally:
+        os.umask(old)

@@ -50,7 +50,7 @@ def private_dir(cache_dir: Path, slot: str | None = None) -> Iterator[Path]:
     try:
         if work.exists():  # a killed owner's, not swept yet: ours now that we hold its lock
             remove_tree(work)
-        work.mkdir()
+        work.mkdir(mode=0o700)  # whatever the umask: another user can neither read nor plant a snapshot
         yield work
     finally:
         remove_tree(work)
