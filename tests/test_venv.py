@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -145,3 +146,64 @@ def test_clear_waits_for_whoever_holds_the_environment(env: dict[str, str], tmp_
         in cleared.stderr
     )
     assert tree_state(venv) == before
+
+
+def test_a_creation_marker_that_is_not_safe_builds_never_causes_a_deletion(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A ``.safe-build-venv-creating`` that no creation by safe-build recorded (copied along with
+    a directory, planted): before, the directory's other files were deleted without --clear."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "setup.py").write_text("data")
+    (project / CREATING).write_text("")
+    other = tmp_path / "other"
+    made = run([sys.executable, "-m", "venv", "--without-pip", str(other)], env)
+    assert made.returncode == 0, made.stderr
+    (other / CREATING).write_text("a token nobody recorded")
+    before = [tree_state(project), tree_state(other)]
+
+    refused = run(safe_venv(project), env)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"safe-build: error: {project} is a directory that is not empty")
+    reused = run(safe_venv(other), env)
+    assert reused.returncode == 0, reused.stderr
+    assert reused.stdout.startswith("Reusing the virtual environment")
+    assert [tree_state(project), tree_state(other)] == before
+
+
+def another_python() -> str | None:
+    """An interpreter of another version than this one, if the machine has one."""
+    for name in ("python3.12", "python3.13", "python3.10", "/usr/bin/python3"):
+        found = shutil.which(name)
+        if found is None:
+            continue
+        version = subprocess.run(
+            [found, "-c", "import sys; print(sys.version.split()[0])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if version and version != sys.version.split()[0]:
+            return found
+    return None
+
+
+@pytest.mark.skipif(another_python() is None, reason="no interpreter of another version here")
+def test_a_venv_of_another_python_than_asked_for_is_refused_unless_cleared(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    made = run(safe_venv(venv), env)
+    assert made.returncode == 0, made.stderr
+    before = tree_state(venv)
+    other = another_python()
+    assert other is not None
+    refused = run(safe_venv(venv, "--python", other), env)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"safe-build: error: the virtual environment at {venv} has CPython ")
+    assert len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert tree_state(venv) == before
+    cleared = run(safe_venv(venv, "--clear", "--python", other), env)
+    assert cleared.returncode == 0, cleared.stderr
+    assert run(safe_venv(venv, "--python", other), env).returncode == 0

@@ -6,8 +6,12 @@ scripts name its path), so it is made at PATH itself by virtualenv, under a lock
 safe-build's cache directory, and marked complete last: ``PATH/.safe-build-venv-complete`` holds
 its Python version. Until then ``PATH/.safe-build-venv-creating`` says a creation is under way;
 found under the lock, it means that creation died, and its remains are removed before starting
-again. A complete venv is reused, as is a venv made by another tool (``--clear`` recreates
-either); anything else at PATH is refused and left alone.
+again, but only if it is safe-build's own: it holds a random token that the same creation wrote
+first beside the lock file, in safe-build's cache directory, where nobody else writes. A marker
+without that record (copied along, planted, or left by a run with another cache directory)
+never causes a deletion. A complete venv is reused, as is a venv made by another tool (``--clear``
+recreates either), unless ``--python`` names an interpreter other than the venv's; anything
+else at PATH is refused and left alone.
 
 Making and clearing a venv also hold its environment lock, so that no safe-pip installs into it
 meanwhile; the environment lock file inside it is kept when it is cleared, so that it is never
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -43,20 +48,26 @@ State = Literal["missing", "complete", "unfinished", "other venv"]
 def run(argv: Sequence[str]) -> int:
     path_text, options, virtualenv_options = _parse(argv)
     path = Path(path_text).absolute()
-    _state(path)  # refuse what is not ours to touch before waiting for anything
     cache = config.cache_dir(options.cache_dir)
     timeout = config.lock_timeout(options.lock_timeout)
     real = Path(os.path.realpath(path))
-    lock = NamedLock(keyed_lock_file(cache, "venv", real), what="venv", subject=path, timeout=timeout)
+    lock_file = keyed_lock_file(cache, "venv", real)
+    record = lock_file.with_name(lock_file.name + ".creating")  # where only safe-build writes
+    _state(path, record)  # refuse what is not ours to touch before waiting for anything
+    lock = NamedLock(lock_file, what="venv", subject=path, timeout=timeout)
     with lock.hold("exclusive"):
-        state = _state(path)  # again: another creation may have finished, or died, meanwhile
+        state = _state(path, record)  # again: another creation may have finished, or died, meanwhile
         if state in ("complete", "other venv") and not options.clear:
+            if _names_python(virtualenv_options):
+                _check_python(path, state, _session([*virtualenv_options, str(path)]))
             print(f"Reusing the virtual environment at {path} ({_describe(path, state)})")
             return 0
         session = _session([*virtualenv_options, str(path)])  # checks the options before anything is made
         path.mkdir(parents=True, exist_ok=True)
         with environment_lock(cache, real, timeout, inside=True).hold("exclusive"):
-            (path / CREATING).touch()
+            token = secrets.token_hex(16)
+            publish.write_text_atomically(record, token)  # first: the marker is ours only with it
+            publish.write_text_atomically(path / CREATING, token)
             _clear(path)
             session.run()
             marker = {
@@ -65,6 +76,7 @@ def run(argv: Sequence[str]) -> int:
             }
             publish.write_text_atomically(path / COMPLETE, json.dumps(marker) + "\n")
             (path / CREATING).unlink()
+            record.unlink()
     print(f"Created the virtual environment at {path} ({_describe(path, 'complete')})")
     return 0
 
@@ -105,8 +117,9 @@ def _session(arguments: list[str]) -> Session:
         ) from None
 
 
-def _state(path: Path) -> State:
-    """What is at ``path``; refused if it is neither a venv nor nothing."""
+def _state(path: Path, record: Path) -> State:
+    """What is at ``path``; refused if it is neither a venv nor nothing. ``record``: where the
+    creation that a marker at ``path`` names has left its token, if it was safe-build's."""
     if path.is_symlink() and not path.exists():
         raise SafeBuildError(
             f"{path} is a broken symbolic link", hint="remove it or choose another venv path"
@@ -118,8 +131,9 @@ def _state(path: Path) -> State:
     entries = set(os.listdir(path)) - set(LOCK_FILES)
     if COMPLETE in entries:
         return "complete"
-    if CREATING in entries:
+    if CREATING in entries and (_ours(path / CREATING, record) or entries == {CREATING}):
         return "unfinished"
+    entries.discard(CREATING)  # not ours: it says nothing of what else is there
     if not entries:
         return "missing"
     if "pyvenv.cfg" in entries:
@@ -128,6 +142,49 @@ def _state(path: Path) -> State:
         f"{path} is a directory that is not empty and not a virtual environment",
         hint="choose another venv path; nothing was changed",
     )
+
+
+def _ours(marker: Path, record: Path) -> bool:
+    """True if ``marker`` holds the token that a creation by safe-build wrote first to ``record``."""
+    try:
+        token = record.read_text(encoding="utf-8")
+        return bool(token) and marker.read_text(encoding="utf-8") == token
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _names_python(virtualenv_options: Sequence[str]) -> bool:
+    return any(
+        option in ("-p", "--python") or option.startswith(("-p", "--python="))
+        for option in virtualenv_options
+    )
+
+
+def _check_python(path: Path, state: State, session: Session) -> None:
+    """Refuse to reuse a venv whose Python is not the one ``--python`` names."""
+    interpreter = session.interpreter
+    have: str | None
+    if state == "complete":  # safe-build's marker names the implementation too
+        have, wanted = _describe(path, state), f"{interpreter.implementation} {interpreter.version_str}"
+    else:
+        have, wanted = _pyvenv_version(path), interpreter.version_str
+    if have is not None and have != wanted:
+        raise SafeBuildError(
+            f"the virtual environment at {path} has {have}, not the {wanted} that --python names",
+            hint="recreate it with --clear, or choose another venv path; nothing was changed",
+        )
+
+
+def _pyvenv_version(path: Path) -> str | None:
+    """The Python version another tool's venv records (``version`` or ``version_info``)."""
+    try:
+        lines = (path / "pyvenv.cfg").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    found = dict(line.split("=", 1) for line in lines if "=" in line)
+    values = {key.strip(): value.strip() for key, value in found.items()}
+    version = values.get("version") or values.get("version_info")
+    return ".".join(version.split(".")[:3]) if version else None
 
 
 def _describe(path: Path, state: State) -> str:
