@@ -11,9 +11,11 @@ it (seconds later in some containers), and ``kill(pid, 0)`` still succeeds on a 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from safe_build import locks
+from safe_build.errors import LockTimeout, SafeBuildError
+from safe_build.locks import NamedLock
 from tests.conftest import members, run, safe_build_command, wheel_problems
 
 pytestmark = pytest.mark.uncached
@@ -649,3 +654,53 @@ def test_publishing_removes_dead_writers_temporaries_only(
     assert entries(out) == sorted([live.name, unrelated.name, "t-4-py3-none-any.whl"])
     assert live.read_text() == "partial"
     assert wheel_problems(out / "t-4-py3-none-any.whl") == []
+
+
+# --- lock files that someone else touched -------------------------------------------------------
+
+
+def test_lock_files_are_the_owners_alone_and_a_link_in_their_place_is_not_followed(tmp_path: Path) -> None:
+    """Under umask 000 a lock file is still 0600: another user who could open it could hold it and
+    make every build wait. A link planted at a lock file's path is refused, never followed."""
+    old = os.umask(0)
+    try:
+        with NamedLock(tmp_path / "locks/own.lock", what="test", subject="x", timeout=1).hold("exclusive"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "locks/own.lock").stat().st_mode) == 0o600
+    victim = tmp_path / "victim"
+    victim.write_text("not a lock file\n")
+    (tmp_path / "locks/planted.lock").symlink_to(victim)
+    with (
+        pytest.raises(SafeBuildError, match="Too many levels of symbolic links"),
+        NamedLock(tmp_path / "locks/planted.lock", what="test", subject="x", timeout=1).hold("shared"),
+    ):
+        pass
+    assert victim.read_text() == "not a lock file\n"
+
+
+def test_a_lock_file_replaced_while_a_process_waits_for_it_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter opened the old file; the holder's file was removed and a new one made before the
+    waiter got its lock. A lock on the removed file would protect nothing: the waiter must lock
+    the file the path names now, which a third process holds."""
+    lock_file = tmp_path / "project.lock"
+    lock = NamedLock(lock_file, what="project", subject="p", timeout=0.5)
+    third = None
+    real_try_lock = locks._try_lock
+
+    def replaced_first(fd: int, operation: int, path: Path) -> bool:
+        nonlocal third
+        if third is None:  # between the waiter's open and its lock: replace the file, hold the new one
+            lock_file.unlink()
+            third = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(third, fcntl.LOCK_EX)
+        return real_try_lock(fd, operation, path)
+
+    monkeypatch.setattr(locks, "_try_lock", replaced_first)
+    with pytest.raises(LockTimeout), lock.hold("exclusive"):
+        pass
+    assert third is not None
+    os.close(third)

@@ -17,6 +17,7 @@ lock is the truth, and records of processes that no longer exist are ignored and
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -73,13 +74,8 @@ class NamedLock:
         Release is closing our descriptor, not unlocking it: a child that shares the open file
         (forked, or handed the descriptor) keeps the lock until it is done too.
         """
+        fd = self._locked(fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX)
         try:
-            self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as error:
-            raise unwritable_state(self.lock_file.parent, error) from None
-        try:
-            self._acquire(fd, fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX)
             record = self._write_record(mode)
             try:
                 yield fd
@@ -87,6 +83,24 @@ class NamedLock:
                 with contextlib.suppress(OSError):
                     record.unlink()
         finally:
+            os.close(fd)
+
+    def _locked(self, operation: int) -> int:
+        """A descriptor of the lock file, locked; taken again if the path no longer names the file
+        we locked (someone removed or replaced it meanwhile: that lock would protect nothing)."""
+        while True:
+            try:
+                self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+                fd = _open_lock(self.lock_file)
+            except OSError as error:
+                raise unwritable_state(self.lock_file.parent, error) from None
+            try:
+                self._acquire(fd, operation)
+                if _still_names(self.lock_file, fd):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
             os.close(fd)
 
     def holders(self) -> list[Holder]:
@@ -117,12 +131,12 @@ class NamedLock:
         return f"held by {holders[0].describe(now)}{more}"
 
     def _acquire(self, fd: int, operation: int) -> None:
-        if _try_lock(fd, operation):
+        if _try_lock(fd, operation, self.lock_file):
             return
         started = time.monotonic()
         next_message = started + GRACE_SECONDS
         announced = False
-        while not _try_lock(fd, operation):
+        while not _try_lock(fd, operation, self.lock_file):
             now = time.monotonic()
             if now - started >= self.timeout:
                 raise LockTimeout(
@@ -168,12 +182,13 @@ def try_own(lock_file: Path) -> int | None:
     be removed by whoever holds them, and since a name taken again is a new file, two owners
     never share one. OSError: the file cannot be opened or created.
     """
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open_lock(lock_file)
     try:
-        if _try_lock(fd, fcntl.LOCK_EX) and os.path.samestat(os.fstat(fd), os.stat(lock_file)):
+        if _try_lock(fd, fcntl.LOCK_EX, lock_file) and _still_names(lock_file, fd):
             return fd
-    except FileNotFoundError:
-        pass
+    except BaseException:
+        os.close(fd)
+        raise
     os.close(fd)
     return None
 
@@ -188,11 +203,34 @@ def unwritable_state(directory: Path, error: OSError) -> SafeBuildError:
     )
 
 
-def _try_lock(fd: int, operation: int) -> bool:
+def _open_lock(lock_file: Path) -> int:
+    """The lock file, created if need be: only its owner may open it (another user who could
+    would hold it and make our builds wait), and a link planted in its place is not followed."""
+    return os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+
+
+def _still_names(lock_file: Path, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(lock_file, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
+def _try_lock(fd: int, operation: int, lock_file: Path) -> bool:
+    """Lock without waiting: False if it is busy. A file system without flock is one clear line,
+    as filelock classifies these errors."""
     try:
         fcntl.flock(fd, operation | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as error:
+        if error.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise SafeBuildError(
+                f"cannot lock {lock_file}: its file system does not support locks ({error.strerror})",
+                hint="choose a cache directory on a local file system (--cache-dir, SAFE_BUILD_CACHE_DIR)",
+                path=lock_file,
+            ) from None
+        raise
     return True
 
 
