@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -224,6 +225,12 @@ class Context:
     parts: Mapping[str, object]
     build_system: _BuildSystem
     environment: tuple[str, ...]
+
+    def with_inputs(self, changed: Mapping[str, object]) -> Context:
+        """This context with some inputs changed: the git state a snapshot's own metadata shows."""
+        inputs = self.parts["inputs"]
+        assert isinstance(inputs, Mapping)
+        return dataclasses.replace(self, parts={**self.parts, "inputs": {**inputs, **changed}})
 
 
 def context(

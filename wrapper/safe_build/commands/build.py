@@ -124,7 +124,7 @@ def _through_cache(request: _Request) -> list[Path]:
     store = cache.Cache(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
     with store.using():
         memo = cachekey.Memo(cachekey.memo_path(settings.cache_dir.value, tree.root))
-        keying = _Keying(_key_context(request, tree.root), memo)
+        keying = _Keying(_key_context(request), memo)
         with _readable(tree.root):
             key = cachekey.lookup(_plan(request), keying.context, memo)
         with store.single_flight(key.digest, source.path):
@@ -185,15 +185,15 @@ def _cache_warning(request: _Request, what: str) -> None:
     )
 
 
-def _key_context(request: _Request, work_tree: Path) -> cachekey.Context:
-    """The key's context for the tree at ``work_tree``: the real one, or a snapshot's copy of it,
-    whose private git metadata is what the backend sees."""
+def _key_context(request: _Request) -> cachekey.Context:
+    """The key's context, the git state read from the real repository (see _prepared_source for
+    the snapshot's)."""
     from safe_build import cachekey  # noqa: PLC0415
 
     inputs = _key_inputs(request)
     tree = request.tree
     if request.mode == "repository":
-        inputs |= {"project": tree.inner, "git": gitmeta.state(work_tree)}
+        inputs |= {"project": tree.inner, "git": gitmeta.state(tree.root)}
     return cachekey.context(tree.root, inputs, no_isolation=request.args.no_isolation, inner=tree.inner)
 
 
@@ -395,7 +395,9 @@ def _prepared_source(request: _Request, keying: _Keying | None) -> Iterator[tupl
 
             keying.memo.learn(recorder)
             # in repository mode the backend sees the snapshot's git metadata: that is what is keyed
-            context = _key_context(request, copy.root) if tree.git else keying.context
+            context = keying.context
+            if tree.git:
+                context = context.with_inputs({"git": gitmeta.state(copy.root)})
             copied = cachekey.of_copy(recorder, plan, context)
     if request.args.verbosity > 0:
         what = f"the repository at {tree.root}" if tree.inner else "the project"
