@@ -46,6 +46,7 @@ from bench_core import (
     write_project,
 )
 from figures import Figure, add_json_option, loaded, write_json
+from safe_build import state
 from safe_build.buildenvs import MARKER, EnvStore
 from safe_build.fsutil import remove_tree
 
@@ -115,7 +116,7 @@ def environments(settings: Settings) -> dict[Path, float]:
 
 
 def empty_store(settings: Settings) -> None:
-    EnvStore(settings.cache, lock_timeout=60).clean()
+    EnvStore(state.at(settings.cache, lock_timeout=60)).clean()
 
 
 def check_reused(settings: Settings, before: dict[Path, float]) -> None:

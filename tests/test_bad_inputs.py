@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from safe_build.projectlock import ENVIRONMENT_LOCK_NAME, project_lock
+from safe_build import state as states
+from safe_build.state import ENVIRONMENT_LOCK_NAME
 from tests.conftest import (
     PROJECTS,
     members,
@@ -161,7 +162,8 @@ def full_disk(values: Fields) -> Iterator[None]:
 @contextlib.contextmanager
 def project_locked(values: Fields) -> Iterator[None]:
     """The project lock held exclusive by this test process, as an in-place build would hold it."""
-    with project_lock(Path(values["cache"]), Path(values["project"]), 60).hold("exclusive"):
+    own = states.at(Path(values["cache"]), lock_timeout=60)
+    with own.project_lock(Path(values["project"])).hold("exclusive"):
         yield
 
 
@@ -413,10 +415,13 @@ def snapshot(world: World, case_dir: Path) -> dict[str, tuple[int, bytes | str]]
 
 def bookkeeping(name: str) -> bool:
     """What a refused command may add: lock files and their holders' records (never deleted), the
-    key's stat memos (kept for the next build), the root of the private directories (empty)."""
+    key's stat memos (kept for the next build), the state directory's marker, tag and empty layout."""
     parts = name.split("/")
     return (
-        "locks" in parts or "key-memos" in parts or parts[-1] in ENVIRONMENT_LOCK_FILES or parts[-1] == "tmp"
+        "locks" in parts
+        or "key-memos" in parts
+        or parts[-1] in ENVIRONMENT_LOCK_FILES
+        or parts[-1] in ("tmp", "wheels", "envs", states.MARKER, states.TAG)
     )
 
 

@@ -22,9 +22,9 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from safe_build import state
 from safe_build.buildenvs import MARKER, EnvStore
 from safe_build.errors import EXIT_LOCK_TIMEOUT
-from safe_build.locks import NamedLock
 from tests.conftest import (
     members,
     plain_build_command,
@@ -40,15 +40,15 @@ DRIVER = textwrap.dedent(
     import sys
     from pathlib import Path
 
+    from safe_build import state
     from safe_build.buildenvs import EnvStore
     from safe_build.envbuild import main
-    from safe_build.locks import NamedLock
 
     cache, max_age, refresh, timeout, *arguments = sys.argv[1:]
-    lock = NamedLock(Path(cache, "locks", "cache.lock"), what="cache", subject=cache, timeout=float(timeout))
+    own = state.at(Path(cache), lock_timeout=float(timeout))
+    lock = own.cache_lock()
     envs = EnvStore(
-        Path(cache),
-        lock_timeout=float(timeout),
+        own,
         max_age=float(max_age),
         refresh=refresh == "refresh",
         using=lambda: lock.hold("shared"),
@@ -262,7 +262,7 @@ def test_an_old_env_is_replaced_refresh_replaces_it_and_prune_removes_unused_one
 
     killed = cache / "envs" / "00" / ("0" * 32)  # what a killed creation leaves: no marker
     killed.mkdir(parents=True)
-    store = EnvStore(cache, lock_timeout=10)
+    store = EnvStore(state.at(cache, lock_timeout=10))
     assert store.prune(older_than=3600) == [killed]
     assert list(markers(cache)) == [path]
     os.utime(marker_file, (time.time() - 7200, time.time() - 7200))  # last used two hours ago
@@ -285,8 +285,8 @@ def test_clean_during_builds_breaks_nothing(env: dict[str, str], tmp_path: Path)
     lanes = [threading.Thread(target=lane, args=(project,)) for project in projects]
     for thread in lanes:
         thread.start()
-    lock = NamedLock(cache / "locks" / "cache.lock", what="cache", subject=cache, timeout=120)
-    store = EnvStore(cache, lock_timeout=10)
+    lock = state.at(cache, lock_timeout=120).cache_lock()
+    store = EnvStore(state.at(cache, lock_timeout=10))
     removed = []
     while any(thread.is_alive() for thread in lanes):
         with lock.hold("exclusive"):
@@ -307,7 +307,7 @@ def test_a_lock_that_stays_busy_ends_the_build_with_the_lock_timeout_exit_code(
 ) -> None:
     cache = cache_dir(env)
     project = write_project(tmp_path / "flit", "flit")
-    lock = NamedLock(cache / "locks" / "cache.lock", what="cache", subject=cache, timeout=10)
+    lock = state.at(cache, lock_timeout=10).cache_lock()
     with lock.hold("exclusive"):  # as clean does
         result = run(envbuild_command(cache, project, "--wheel", lock_timeout=0.5), env)
     assert result.returncode == EXIT_LOCK_TIMEOUT, result.stderr

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_build import workdirs
+from safe_build import state, workdirs
 from safe_build.cache import Cache, Entry
 from safe_build.fsutil import remove_tree
 from tests.conftest import run, safe_build_command, write_project
@@ -100,7 +100,7 @@ def test_stored_artifacts_come_back_byte_identical_and_each_hit_is_recorded(
     tmp_path: Path, root: Path
 ) -> None:
     files = artifacts(tmp_path / "built")
-    cache = Cache(root, lock_timeout=5)
+    cache = Cache(state.at(root, lock_timeout=5))
     with cache.using(), cache.single_flight(KEY, "the test"):
         assert cache.lookup(KEY) is None
         stored = cache.store(KEY, files, project="Demo_Pkg", version="1.0", inputs={"python": "3.11"})
@@ -131,7 +131,7 @@ def test_stored_artifacts_come_back_byte_identical_and_each_hit_is_recorded(
 
 
 def test_entries_are_only_touched_under_the_locks(tmp_path: Path, root: Path) -> None:
-    cache = Cache(root, lock_timeout=5)
+    cache = Cache(state.at(root, lock_timeout=5))
     with pytest.raises(RuntimeError, match=r"inside Cache\.using"), cache.single_flight(KEY, "x"):
         pass
     with cache.using():
@@ -175,7 +175,7 @@ def test_a_damaged_entry_is_discarded_and_can_be_stored_again(
     damage: str, tmp_path: Path, root: Path
 ) -> None:
     files = artifacts(tmp_path / "built")
-    cache = Cache(root, lock_timeout=5)
+    cache = Cache(state.at(root, lock_timeout=5))
     DAMAGE[damage](store(cache, KEY, files))
 
     assert lookup(cache, KEY) is None
@@ -193,10 +193,11 @@ def test_a_damaged_entry_is_discarded_and_can_be_stored_again(
 FLIGHT_SCRIPT = """
 import sys
 from pathlib import Path
+from safe_build import state
 from safe_build.cache import Cache
 
 root, key, source = sys.argv[1:]
-cache = Cache(Path(root), lock_timeout=30)
+cache = Cache(state.at(Path(root), lock_timeout=30))
 with cache.using(), cache.single_flight(key, "/src/demo"):
     if cache.lookup(key) is None:
         print("building", flush=True)
@@ -235,10 +236,11 @@ def test_one_process_builds_a_key_while_the_other_waits_for_its_entry(
 STORE_SCRIPT = """
 import sys
 from pathlib import Path
+from safe_build import state
 from safe_build.cache import Cache
 
 root, key, *files = sys.argv[1:]
-cache = Cache(Path(root), lock_timeout=30)
+cache = Cache(state.at(Path(root), lock_timeout=30))
 with cache.using(), cache.single_flight(key, "a store to kill"):
     cache.store(key, [Path(file) for file in files], project="demo", version="1.0", inputs={})
 """
@@ -293,20 +295,20 @@ def test_a_store_killed_mid_copy_leaves_no_entry_and_its_work_dir_is_wiped(
 ) -> None:
     """Catches: an entry visible before it is complete, a work dir nobody removes, a key lock or an
     unfinished entry that keeps the next store from working."""
-    cache = Cache(root, lock_timeout=5)
-    dead = kill_mid_store(root, tmp_path / "first", cache_env)
+    cache = Cache(state.at(root, lock_timeout=5))
+    kill_mid_store(root, tmp_path / "first", cache_env)
     assert cache.entries() == []
     assert not (root / "wheels" / KEY[:2] / KEY).exists()
     [work] = hidden(root, ".work")
-    assert work.name.startswith(f"{KEY}-{dead}-")
+    assert work.name.startswith(f"{KEY}-")
 
     pruned = as_json(cache_cli(cache_env, "prune", "--cache-dir", root, "--json"))
     assert isinstance(pruned, dict)
     assert (pruned["removed"], pruned["leftovers"]) == ([], 1)
     assert hidden(root, ".work") == []
 
-    dead = kill_mid_store(root, tmp_path / "second", cache_env)
-    assert [path.name.split("-")[1] for path in hidden(root, ".work")] == [str(dead)]
+    kill_mid_store(root, tmp_path / "second", cache_env)
+    assert len(hidden(root, ".work")) == 1
     files = artifacts(tmp_path / "built")
     with cache.using(), cache.single_flight(KEY, "the test"):
         assert cache.lookup(KEY) is None
@@ -322,10 +324,11 @@ def test_a_store_killed_mid_copy_leaves_no_entry_and_its_work_dir_is_wiped(
 READER_SCRIPT = """
 import hashlib, json, sys, time
 from pathlib import Path
+from safe_build import state
 from safe_build.cache import Cache
 
 root, seconds, *sources = sys.argv[1:]
-cache = Cache(Path(root), lock_timeout=60)
+cache = Cache(state.at(Path(root), lock_timeout=60))
 counts = {"iterations": 0, "hits": 0, "stores": 0, "failures": 0, "errors": []}
 deadline = time.monotonic() + float(seconds)
 while time.monotonic() < deadline:
@@ -371,7 +374,7 @@ def test_clean_in_a_loop_never_breaks_builds_using_the_cache(
         subprocess.Popen(command, env=cache_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    cache = Cache(root, lock_timeout=30)
+    cache = Cache(state.at(root, lock_timeout=30))
     removed = 0
     while any(reader.poll() is None for reader in readers):
         removed += len(cache.clean().entries)
@@ -393,9 +396,10 @@ def test_clean_in_a_loop_never_breaks_builds_using_the_cache(
 HOLD_SCRIPT = """
 import sys
 from pathlib import Path
+from safe_build import state
 from safe_build.cache import Cache
 
-with Cache(Path(sys.argv[1]), lock_timeout=30).using():
+with Cache(state.at(Path(sys.argv[1]), lock_timeout=30)).using():
     print("holding", flush=True)
     sys.stdin.read()
 """
@@ -424,7 +428,7 @@ def test_clean_waits_for_a_build_using_the_cache_and_names_it(
 ) -> None:
     """Catches: a silent wait, a clean that does not wait (the entry vanishes while the holder holds
     the cache), a timeout that is not exit 3 with the holder named."""
-    cache = Cache(root, lock_timeout=5)
+    cache = Cache(state.at(root, lock_timeout=5))
     store(cache, KEY, artifacts(tmp_path / "built"))
     waiting_log = tmp_path / "clean.stderr"
     with holding_the_cache(root, cache_env) as holder:
@@ -464,6 +468,7 @@ READ_ONLY_SCRIPT = f"""
 import os, stat, sys
 from pathlib import Path
 from safe_build import cli
+from safe_build import state
 from safe_build.cache import Cache
 import safe_build.commands.cache  # imported now: nobody cannot read this interpreter's library
 
@@ -471,7 +476,7 @@ base, damaged_key, intact_key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 if os.geteuid() == 0:  # root may delete anything: become nobody, so that permissions count
     os.setegid({NOBODY})
     os.seteuid({NOBODY})
-cache = Cache(base / "cache", lock_timeout=10)
+cache = Cache(state.at(base / "cache", lock_timeout=10))
 source = base / "demo-1.0-py3-none-any.whl"
 source.write_bytes(os.urandom(10_000))
 
@@ -537,14 +542,14 @@ def listed(env: dict[str, str], root: Path) -> list[dict[str, object]]:
 def test_prune_by_age_then_by_size_and_sweeps_what_dead_processes_left(
     tmp_path: Path, root: Path, cache_env: dict[str, str]
 ) -> None:
-    cache = Cache(root, lock_timeout=5)
+    cache = Cache(state.at(root, lock_timeout=5))
     ages = {"ten-days": 10, "five-days": 5, "two-days": 2, "today": 0}
     for name, days in ages.items():
         entry = store(cache, key_of(name), artifacts(tmp_path / name, size=20_000), project=name)
         used = time.time() - days * DAY - 60
         os.utime(entry.path / "entry.json", (used, used))
     (root / "wheels" / ".trash" / "half-removed" / "sub").mkdir(parents=True)
-    with workdirs.private_dir(root) as live:
+    with workdirs.private_dir(state.at(root, lock_timeout=5)) as live:
         dead = root / "tmp" / "999999999-deadbeef"
         dead.mkdir()
         (root / "tmp" / f"{dead.name}.lock").touch()  # its owner's flock went with its owner
@@ -586,7 +591,7 @@ def test_prune_by_age_then_by_size_and_sweeps_what_dead_processes_left(
 def test_list_info_dir_and_clean_by_normalized_name(
     tmp_path: Path, root: Path, cache_env: dict[str, str]
 ) -> None:
-    cache = Cache(root, lock_timeout=5)
+    cache = Cache(state.at(root, lock_timeout=5))
     demo = store(cache, KEY, artifacts(tmp_path / "demo"), project="Demo_Pkg")
     other = store(cache, key_of("other"), artifacts(tmp_path / "other", "other"), project="other")
 
@@ -675,7 +680,7 @@ def test_cache_is_a_command_and_a_project_named_cache_is_built_as_a_path(
 def test_entry_directories_are_private_to_the_cache(tmp_path: Path, root: Path) -> None:
     """What a caller publishes from must be the entry's own copy, not the file it handed in."""
     files = artifacts(tmp_path / "built")
-    entry = store(Cache(root, lock_timeout=5), KEY, files)
+    entry = store(Cache(state.at(root, lock_timeout=5)), KEY, files)
     for source, copy in zip(files, entry.files, strict=True):
         assert not os.path.samestat(source.stat(), copy.stat())
         assert stat.S_IMODE(copy.stat().st_mode) == stat.S_IMODE(source.stat().st_mode)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_build import cachekey, digests, snapshot, traversal
+from safe_build import cachekey, digests, snapshot, state, traversal
 from safe_build.patterns import Selection
 
 INPUTS: dict[str, object] = {"distributions": ["wheel"], "config_settings": [], "isolation": "isolated"}
@@ -333,7 +333,7 @@ def test_memo_gives_the_same_key_and_spares_reads(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(digests, "SETTLE_NS", 0)  # every file counts as settled at once
-    memo = cachekey.memo_path(tmp_path / "cache", project)
+    memo = state.at(tmp_path / "cache", lock_timeout=5).memo_path(project)
     plain = cachekey.compute(project, INPUTS)
     cold = cachekey.compute(project, INPUTS, memo=memo)
     warm = cachekey.compute(project, INPUTS, memo=memo)

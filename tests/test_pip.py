@@ -30,9 +30,7 @@ from pip._internal.cli.main_parser import create_main_parser
 from pip._internal.commands import commands_dict, create_command
 from pip._internal.req.req_file import build_parser
 
-from safe_build import pipargs, pipconfig
-from safe_build.locks import NamedLock
-from safe_build.projectlock import environment_lock, keyed_lock_file
+from safe_build import pipargs, pipconfig, state
 from tests.conftest import run, run_parallel, tree_state, write_project
 
 ROUNDS = 2
@@ -524,7 +522,7 @@ def test_busy_environment_lock_is_reported_and_times_out(
     cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
     prefix = Path(os.path.realpath(venv))
     env = {**pip_env, "SAFE_BUILD_LOCK_TIMEOUT": "1.5"}
-    with environment_lock(cache, prefix, 10, inside=True).hold("exclusive"):
+    with state.at(cache, lock_timeout=10).environment_lock(prefix, inside=True).hold("exclusive"):
         result = run(safe_pip("--python", venv, "install", "flit_core"), env)
     assert result.returncode == 3, result.stderr
     lines = result.stderr.splitlines()
@@ -580,7 +578,7 @@ def test_a_pip_reinstalled_while_safe_pip_waits_runs_afresh(
     [venv] = make_venvs(1)
     cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
     prefix = Path(os.path.realpath(venv))
-    with environment_lock(cache, prefix, 10, inside=True).hold("exclusive"):
+    with state.at(cache, lock_timeout=10).environment_lock(prefix, inside=True).hold("exclusive"):
         installing = subprocess.Popen(
             safe_pip("--python", venv, "install", "--quiet", "flit_core"),
             env=pip_env,
@@ -602,9 +600,10 @@ def test_a_pip_reinstalled_while_safe_pip_waits_runs_afresh(
 def test_cache_purge_waits_for_the_pip_cache_lock(make_venvs: MakeVenvs, pip_env: dict[str, str]) -> None:
     [venv] = make_venvs(1)
     pip_cache = Path(os.path.realpath(pip_env["PIP_CACHE_DIR"]))
-    lock_file = keyed_lock_file(Path(pip_env["SAFE_BUILD_CACHE_DIR"]), "pip-cache", pip_cache)
+    pip_cache.mkdir(parents=True, exist_ok=True)
+    lock = state.at(Path(pip_env["SAFE_BUILD_CACHE_DIR"]), lock_timeout=10).pip_cache_lock(pip_cache)
     env = {**pip_env, "SAFE_BUILD_LOCK_TIMEOUT": "1"}
-    with NamedLock(lock_file, what="pip cache", subject=pip_cache, timeout=10).hold("shared"):
+    with lock.hold("shared"):
         purge = run(safe_pip("--python", venv, "cache", "purge"), env)
         listing = run(safe_pip("--python", venv, "cache", "list"), env)  # shared, like an install
     assert purge.returncode == 3, purge.stderr

@@ -635,36 +635,13 @@ def test_copy_mode_builds_of_one_project_do_not_wait_for_each_other(
 # --- 7. temporaries of dead writers -----------------------------------------------------------
 
 
-def test_publishing_removes_dead_writers_temporaries_only(
-    make_project: Callable[..., Path], env: dict[str, str], tmp_path: Path
-) -> None:
-    """Catches: dead writers' temporaries left forever, or a live writer's temporary removed."""
-    project = make_project("setup-py")
-    out = tmp_path / "out"
-    out.mkdir()
-    gone = dead_pid()
-    dead = out / f".x-1.0-py3-none-any.whl.abc.{gone}.safe-build-tmp"
-    live = out / f".x-1.0-py3-none-any.whl.def.{os.getpid()}.safe-build-tmp"
-    unrelated = out / "notes.txt"
-    for path in (dead, live, unrelated):
-        path.write_text("partial")
-
-    result = run(safe_build_command(project, "-n", "--wheel", "-o", out), env)
-    assert result.returncode == 0, result.stderr
-    assert entries(out) == sorted([live.name, unrelated.name, "t-4-py3-none-any.whl"])
-    assert live.read_text() == "partial"
-    assert wheel_problems(out / "t-4-py3-none-any.whl") == []
-
-
-# --- lock files that someone else touched -------------------------------------------------------
-
-
 def test_lock_files_are_the_owners_alone_and_a_link_in_their_place_is_not_followed(tmp_path: Path) -> None:
     """Under umask 000 a lock file is still 0600: another user who could open it could hold it and
     make every build wait. A link planted at a lock file's path is refused, never followed."""
     old = os.umask(0)
     try:
-        with NamedLock(tmp_path / "locks/own.lock", what="test", subject="x", timeout=1).hold("exclusive"):
+        own = NamedLock(tmp_path / "locks/own.lock", what="test", subject="x", timeout=1, rank=1)
+        with own.hold("exclusive"):
             pass
     finally:
         os.umask(old)
@@ -674,7 +651,9 @@ def test_lock_files_are_the_owners_alone_and_a_link_in_their_place_is_not_follow
     (tmp_path / "locks/planted.lock").symlink_to(victim)
     with (
         pytest.raises(SafeBuildError, match="Too many levels of symbolic links"),
-        NamedLock(tmp_path / "locks/planted.lock", what="test", subject="x", timeout=1).hold("shared"),
+        NamedLock(tmp_path / "locks/planted.lock", what="test", subject="x", timeout=1, rank=1).hold(
+            "shared"
+        ),
     ):
         pass
     assert victim.read_text() == "not a lock file\n"
@@ -687,7 +666,7 @@ def test_a_lock_file_replaced_while_a_process_waits_for_it_is_taken_again(
     waiter got its lock. A lock on the removed file would protect nothing: the waiter must lock
     the file the path names now, which a third process holds."""
     lock_file = tmp_path / "project.lock"
-    lock = NamedLock(lock_file, what="project", subject="p", timeout=0.5)
+    lock = NamedLock(lock_file, what="project", subject="p", timeout=0.5, rank=1)
     third = None
     real_try_lock = locks._try_lock
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_build import snapshot, traversal, workdirs
+from safe_build import snapshot, state, traversal, workdirs
 from safe_build.patterns import Selection
 
 
@@ -316,7 +316,7 @@ def test_a_private_dir_is_the_users_alone_whatever_the_umask(tmp_path: Path) -> 
     files in the tree a backend builds from."""
     old = os.umask(0)
     try:
-        with workdirs.private_dir(tmp_path / "cache", "tree") as work:
+        with workdirs.private_dir(state.at(tmp_path / "cache", lock_timeout=5), "tree") as work:
             assert stat.S_IMODE(work.stat().st_mode) == 0o700
     finally:
         os.umask(old)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from safe_build.projectlock import ENVIRONMENT_LOCK_NAME, environment_lock
+from safe_build import state
+from safe_build.state import ENVIRONMENT_LOCK_NAME
 from tests.conftest import run, run_parallel, tree_state
 
 CREATIONS = 8
@@ -115,7 +116,8 @@ def test_other_venvs_are_reused_and_anything_else_is_refused(env: dict[str, str]
         assert len(refused.stderr.splitlines()) == 1, refused.stderr
     assert tree_state(tmp_path) == before
     locks = Path(env["SAFE_BUILD_CACHE_DIR"]) / "locks"
-    assert [path.name for path in locks.iterdir() if not path.name.startswith("venv-other-")] == []
+    taken = [path.name for path in locks.iterdir() if path.is_file() and not path.name.startswith("venv-other-")]
+    assert taken == [], "a refused path's lock was taken"
 
 
 def test_bad_virtualenv_option_is_virtualenvs_error_and_makes_nothing(
@@ -137,7 +139,8 @@ def test_clear_waits_for_whoever_holds_the_environment(env: dict[str, str], tmp_
     venv = tmp_path / "venv"
     assert run(safe_venv(venv), env).returncode == 0
     before = tree_state(venv)
-    lock = environment_lock(Path(env["SAFE_BUILD_CACHE_DIR"]), Path(os.path.realpath(venv)), 10, inside=True)
+    own = state.at(Path(env["SAFE_BUILD_CACHE_DIR"]), lock_timeout=10)
+    lock = own.environment_lock(Path(os.path.realpath(venv)), inside=True)
     with lock.hold("exclusive"):
         cleared = run(safe_venv(venv, "--clear"), {**env, "SAFE_BUILD_LOCK_TIMEOUT": "1.5"})
     assert cleared.returncode == 3, cleared.stderr

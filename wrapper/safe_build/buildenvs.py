@@ -22,6 +22,8 @@ distinct (normalized requirements, constraints, installer, interpreter), at
   resolve again then), one not created during this run when ``refresh`` is set, or one that no longer
   works is removed and made anew once its users are done. Requirements the backend asks for at
   build time never go into a shared environment: they select another one, keyed on the union.
+- **Ours alone.** An environment's root is 0700; one that another user owns or could write to is
+  treated as absent and made anew, so that nobody else's code runs in our builds.
 - **Inside the cache's lock.** Every use runs inside ``using()`` (the cache-wide lock held shared);
   :meth:`EnvStore.prune` and :meth:`EnvStore.clean` are meant for the holder of that lock held
   exclusive, and leave alone any environment whose own lock is busy all the same.
@@ -48,9 +50,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from safe_build.errors import LockTimeout
-from safe_build.fsutil import remove_tree
-from safe_build.locks import NamedLock
+from safe_build.fsutil import private_to_us, remove_tree
 from safe_build.publish import write_text_atomically
+from safe_build.state import State
 
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 MARKER = "safe-build-env.json"
@@ -121,21 +123,19 @@ def normalized(requirement: str) -> str:
 
 
 class EnvStore:
-    """The cached environments under ``<cache_dir>/envs``; see the module docstring for the rules."""
+    """The cached environments in ``state``; see the module docstring for the rules."""
 
     def __init__(
         self,
-        cache_dir: Path,
+        state: State,
         *,
-        lock_timeout: float,
         max_age: float = DEFAULT_MAX_AGE,
         refresh: bool = False,
         using: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
-        self.root = cache_dir / "envs"
+        self.state = state
+        self.root = state.envs
         self.max_age = max_age
-        self.lock_timeout = lock_timeout
-        self._locks = cache_dir / "locks" / "envs"
         self._using = using
         self._not_before = time.time() if refresh else -math.inf
 
@@ -150,7 +150,7 @@ class EnvStore:
         wanted = frozenset(map(normalized, requirements))
         key = _key(wanted, installer, constraints)
         path = self.root / key[:2] / key
-        lock = self._lock(key, path, self.lock_timeout)
+        lock = self.state.build_env_lock(key, path)
         oldest = max(time.time() - self.max_age, self._not_before)
         made = False
         with self._using():
@@ -182,16 +182,13 @@ class EnvStore:
         removed = []
         for path in sorted(path for path in self.root.glob("*/*") if path.is_dir()):
             try:
-                with self._lock(path.name, path, timeout=0).hold("exclusive"):
+                with self.state.build_env_lock(path.name, path, timeout=0).hold("exclusive"):
                     if doomed(path):
                         _discard(path)
                         removed.append(path)
             except LockTimeout:
                 continue  # in use or being made: its owner holds its lock
         return removed
-
-    def _lock(self, key: str, path: Path, timeout: float) -> NamedLock:
-        return NamedLock(self._locks / f"{key}.lock", what="build environment", subject=path, timeout=timeout)
 
 
 def _key(requirements: frozenset[str], installer: Installer, constraints: str) -> str:
@@ -215,7 +212,10 @@ def _interpreter() -> dict[str, str]:
 
 
 def _read(path: Path, key: str) -> BuildEnv | None:
-    """The complete, working environment at ``path``, or None (absent, killed creation, broken)."""
+    """The complete, working environment at ``path``, or None (absent, killed creation, broken,
+    or open to another user)."""
+    if not (private_to_us(path) and private_to_us(path / MARKER)):
+        return None
     try:
         marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
         found = BuildEnv(
@@ -243,12 +243,16 @@ def _create(
 ) -> None:
     """Make the environment at ``path`` from nothing; on failure leave nothing."""
     _discard(path)  # a killed creation, or an environment being replaced
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path.parent, 0o700)
+    os.mkdir(path, 0o700)  # build's own would be made by the umask's leave: others could plant code
     try:
         isolated = DefaultIsolatedEnv(installer=installer, path=os.fspath(path))
         isolated.__enter__()  # not ``with``: its exit removes the environment after success
         isolated.install(sorted(requirements), constraints=[constraints] if constraints else [], _fresh=True)
         resolved = _seal(isolated.python_executable)
         _make_read_only(path)
+        os.chmod(path, 0o700)  # whatever the umask made it: ours alone, and removable by us
         marker = {
             "key": key,
             "requirements": sorted(requirements),

@@ -3,10 +3,14 @@
 Layout under the cache root::
 
     wheels/<key[:2]>/<key>/            an entry: its artifacts, and entry.json written last
-    wheels/.work/<key>-<pid>-<hex>/    an entry being stored
-    wheels/.trash/<key>-<pid>-<hex>/   an entry being removed
+    wheels/.work/<key>-<hex>/          an entry being stored
+    wheels/.trash/<key>-<hex>/         an entry being removed
     locks/cache.lock                   shared by every use of entries, exclusive for clean and prune
     locks/keys/<key>.lock              single flight: one build of a key at a time
+
+(``state`` owns the layout and makes the locks.) An entry's artifacts are kept without group or
+other write permission, and an entry that is not ours alone (``fsutil.private_to_us``) is treated
+as damaged.
 
 An entry appears by one ``rename`` of a complete directory and disappears by one ``rename`` into the
 trash, so nobody sees half of one. Every use of entries holds the cache lock shared, so clean and prune,
@@ -40,8 +44,8 @@ from typing import TypeVar
 from packaging.utils import canonicalize_name
 
 from safe_build import buildenvs, publish, workdirs
-from safe_build.fsutil import fsync_dir, remove_tree
-from safe_build.locks import NamedLock
+from safe_build.fsutil import fsync_dir, private_to_us, remove_tree
+from safe_build.state import State
 
 ENTRY_FILE = "entry.json"
 FORMAT = 1  # of entry.json; an entry in another format is treated as damaged and rebuilt
@@ -95,23 +99,30 @@ class Removal:
 
 
 class Cache:
-    """The cache at ``root``; waits for its locks at most ``lock_timeout`` seconds."""
+    """The cache in the state directory ``state``."""
 
-    def __init__(self, root: Path, *, lock_timeout: float) -> None:
-        self.root = root
-        self.lock_timeout = lock_timeout
-        self.wheels = root / "wheels"
-        self.locks_dir = root / "locks"
-        self.private_dirs = root / "tmp"  # where workdirs.private_dir makes them
-        self._lock = NamedLock(
-            self.locks_dir / "cache.lock", what="cache", subject=root, timeout=lock_timeout
-        )
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.root = state.root
+        self.wheels = state.wheels
+        self._lock = state.cache_lock()
         self._using = 0
         self._flights: set[str] = set()
 
     @contextlib.contextmanager
     def using(self) -> Iterator[None]:
-        """Hold the cache shared: entries can be looked up, stored and read; clean and prune wait."""
+        """Hold the cache shared: entries can be looked up, stored and read; clean and prune wait.
+
+        Within a hold (also in a forked child, which shares the parent's descriptor), a nested
+        ``using()`` is already covered and takes nothing.
+        """
+        if self._using:
+            self._using += 1
+            try:
+                yield
+            finally:
+                self._using -= 1
+            return
         with self._lock.hold("shared"):
             self._using += 1
             try:
@@ -129,10 +140,7 @@ class Cache:
         _check_key(key)
         if not self._using:
             raise RuntimeError("Cache.single_flight() must be called inside Cache.using()")
-        lock = NamedLock(
-            self.locks_dir / "keys" / f"{key}.lock", what="build", subject=subject, timeout=self.lock_timeout
-        )
-        with lock.hold("exclusive"):
+        with self.state.key_lock(key, subject).hold("exclusive"):
             self._flights.add(key)
             try:
                 yield
@@ -180,13 +188,16 @@ class Cache:
         if not names or len(set(names)) != len(names) or ENTRY_FILE in names:
             raise ValueError(f"artifacts need unique names, none of them {ENTRY_FILE}: {names}")
         work_root = self.wheels / WORK
-        work_root.mkdir(parents=True, exist_ok=True)
+        work_root.mkdir(mode=0o700, exist_ok=True)
         for dead in work_root.glob(f"{key}-*"):  # we hold the key: these writers are gone
             remove_tree(dead)
-        work = work_root / f"{key}-{os.getpid()}-{secrets.token_hex(4)}"
-        work.mkdir()
+        work = work_root / f"{key}-{secrets.token_hex(6)}"
+        work.mkdir(mode=0o700)
         try:
-            stored = [_digest(path) for path in publish.place_files(artifacts, work)]
+            placed = publish.place_files(artifacts, work)
+            for path in placed:  # only we may change what later builds are given
+                os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
+            stored = [_digest(path) for path in placed]
             record = {
                 "format": FORMAT,
                 "key": key,
@@ -247,7 +258,7 @@ class Cache:
 
     def _environments(self) -> buildenvs.EnvStore:
         """The build environments kept beside the entries; removed only under the exclusive lock."""
-        return buildenvs.EnvStore(self.root, lock_timeout=self.lock_timeout)
+        return buildenvs.EnvStore(self.state)
 
     def _entry_dir(self, key: str) -> Path:
         return self.wheels / key[:2] / key
@@ -258,7 +269,7 @@ class Cache:
 
     def _move_into_place(self, work: Path, key: str) -> Entry:
         final = self._entry_dir(key)
-        final.parent.mkdir(exist_ok=True)
+        final.parent.mkdir(mode=0o700, exist_ok=True)
         while True:
             try:
                 os.rename(work, final)
@@ -294,20 +305,20 @@ class Cache:
             self._remove(entry.path)
         for path in damaged:
             self._remove(path)
-        leftovers = workdirs.sweep(self.private_dirs)
+        leftovers = workdirs.sweep(self.state.tmp)
         for hidden in (self.wheels / WORK, self.wheels / TRASH):
             for path in _children(hidden):
                 remove_tree(path)
                 leftovers += 1
-        if (self.locks_dir / "keys").exists():
-            remove_tree(self.locks_dir / "keys")
+        if (self.state.locks / "keys").exists():
+            remove_tree(self.state.locks / "keys")
         return Removal(tuple(entries), len(damaged), leftovers)
 
     def _remove(self, path: Path) -> None:
         """Move ``path`` into the trash with one rename, so nobody sees it half removed, then delete it."""
         trash = self.wheels / TRASH
-        trash.mkdir(exist_ok=True)
-        doomed = trash / f"{path.name}-{os.getpid()}-{secrets.token_hex(4)}"
+        trash.mkdir(mode=0o700, exist_ok=True)
+        doomed = trash / f"{path.name}-{secrets.token_hex(6)}"
         try:
             os.rename(path, doomed)
         except FileNotFoundError:
@@ -366,10 +377,13 @@ def _artifact(item: object) -> Artifact:
 
 def _verified(path: Path) -> Entry | None:
     """The entry in ``path`` if entry.json is readable and every artifact matches its size and sha256."""
+    if not (private_to_us(path) and private_to_us(path / ENTRY_FILE)):
+        return None  # another user could have written it: not to be published
     try:
         entry = _read_entry(path)
         intact = all(
-            _digest(file) == artifact for file, artifact in zip(entry.files, entry.artifacts, strict=True)
+            private_to_us(file) and _digest(file) == artifact
+            for file, artifact in zip(entry.files, entry.artifacts, strict=True)
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -339,13 +339,6 @@ def of_copy(recorder: digests.Recorder, plan: Plan, context: Context) -> Key:
     )
 
 
-def memo_path(cache_dir: Path, project: Path) -> Path:
-    """Where the content digests of ``project``'s files are kept between builds: one file per project."""
-    real = os.path.realpath(project)
-    digest = hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
-    return cache_dir / "key-memos" / f"{os.path.basename(real)}-{digest}.memo"
-
-
 class _InPlace:
     """Records each node as the snapshot would copy it, reading the tree where it lies.
 

@@ -49,3 +49,13 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def private_to_us(path: Path) -> bool:
+    """Whether ``path`` (not followed if a link) is ours and nobody else can write to it: what
+    safe-build made; anything else in its state is not trusted."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)

@@ -1,6 +1,7 @@
 """Named shared/exclusive locks that say who holds them, wait visibly and give up after a timeout.
 
-The lock is a kernel ``flock`` (shared or exclusive) on a lock file outside any source tree. It is
+The lock is a kernel ``flock`` (shared or exclusive) on a lock file outside any source tree, or on
+a directory itself (the project, an install location: see ``state``). It is
 written here rather than taken from filelock because filelock offers exclusive flock only, and its
 reader-writer lock rests on SQLite's fcntl locks, which a forked child does not inherit. A flock
 belongs to the open file, which the forked build child shares: an ``--in-place`` build whose
@@ -9,9 +10,16 @@ kernel still drops the lock the moment the last holder dies, so no lock is ever 
 are never deleted: removing one would let a second holder in on a new file while the first still
 holds the old one.
 
-Who holds a lock is recorded beside it, one small JSON file per holder in ``<lock>.holders/``,
-written after acquiring and removed on release. The records are informational only: the kernel
-lock is the truth, and records of processes that no longer exist are ignored and removed.
+Who holds a lock is recorded beside it, one small JSON file per holder in ``<lock>.holders/`` (for
+a directory's lock, in safe-build's state directory), written after acquiring and removed on
+release. The records are informational only: the kernel lock is the truth, and records of
+processes that no longer exist are ignored and removed.
+
+Every lock has a rank (``state.Rank``): a process never waits for a lock ranked below, or equal
+to, one it holds, except for locks of equal rank taken in the order of their paths (the projects
+of one safe-pip command). The locks held are listed per process; a forked build child inherits
+the list along with the descriptors, so it is held to the same order. A breach is a bug in
+safe-build: ``LockOrderError`` says which two locks, before anything waits.
 """
 
 from __future__ import annotations
@@ -57,15 +65,46 @@ class Holder:
         return f"pid {self.pid}{where}: {self.command}, {self.mode}, for {_seconds(now - self.since)}"
 
 
-class NamedLock:
-    """A lock on ``subject`` (a path the user knows), kept in ``lock_file`` outside any source tree."""
+class LockOrderError(RuntimeError):
+    """A lock was asked for out of order: a deadlock waiting to happen, and a bug in safe-build."""
 
-    def __init__(self, lock_file: Path, *, what: str, subject: Path | str, timeout: float) -> None:
+
+@dataclass(frozen=True)
+class _Held:
+    rank: int
+    lock_file: Path
+    what: str
+
+
+# The locks this process holds, in the order it took them; a forked child inherits the list.
+_held: list[_Held] = []
+
+
+class NamedLock:
+    """A lock on ``subject`` (a path the user knows), kept in ``lock_file`` outside any source tree.
+
+    With ``directory``, ``lock_file`` is an existing directory that is locked itself (nothing is
+    written there; holder records go to ``records``). ``rank`` places the lock in the lock order.
+    """
+
+    def __init__(
+        self,
+        lock_file: Path,
+        *,
+        what: str,
+        subject: Path | str,
+        timeout: float,
+        rank: int,
+        directory: bool = False,
+        records: Path | None = None,
+    ) -> None:
         self.lock_file = lock_file
         self.what = what
         self.subject = subject
         self.timeout = timeout
-        self._holders_dir = lock_file.with_name(lock_file.name + ".holders")
+        self.rank = rank
+        self.directory = directory
+        self._holders_dir = records or lock_file.with_name(lock_file.name + ".holders")
 
     @contextlib.contextmanager
     def hold(self, mode: Mode) -> Iterator[int]:
@@ -74,7 +113,10 @@ class NamedLock:
         Release is closing our descriptor, not unlocking it: a child that shares the open file
         (forked, or handed the descriptor) keeps the lock until it is done too.
         """
+        self._check_order()
         fd = self._locked(fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX)
+        held = _Held(self.rank, self.lock_file, self.what)
+        _held.append(held)
         try:
             record = self._write_record(mode)
             try:
@@ -83,17 +125,27 @@ class NamedLock:
                 with contextlib.suppress(OSError):
                     record.unlink()
         finally:
+            _held.remove(held)
             os.close(fd)
+
+    def _check_order(self) -> None:
+        """Raise if taking this lock could deadlock with a process taking locks in the order."""
+        for held in _held:
+            if held.lock_file == self.lock_file:
+                raise LockOrderError(
+                    f"the {self.what} lock on {self.subject} is held by this process already"
+                )
+            if held.rank > self.rank or (held.rank == self.rank and held.lock_file > self.lock_file):
+                raise LockOrderError(
+                    f"lock order: the {self.what} lock on {self.subject} (rank {self.rank}) asked for while "
+                    f"holding the {held.what} lock {held.lock_file} (rank {held.rank})"
+                )
 
     def _locked(self, operation: int) -> int:
         """A descriptor of the lock file, locked; taken again if the path no longer names the file
         we locked (someone removed or replaced it meanwhile: that lock would protect nothing)."""
         while True:
-            try:
-                self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-                fd = _open_lock(self.lock_file)
-            except OSError as error:
-                raise unwritable_state(self.lock_file.parent, error) from None
+            fd = self._open()
             try:
                 self._acquire(fd, operation)
                 if _still_names(self.lock_file, fd):
@@ -102,6 +154,22 @@ class NamedLock:
                 os.close(fd)
                 raise
             os.close(fd)
+
+    def _open(self) -> int:
+        if self.directory:
+            try:  # read-only, and never through a link: the directory itself is what is locked
+                return os.open(self.lock_file, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError as error:
+                raise SafeBuildError(
+                    f"cannot lock {self.lock_file} ({error.strerror})",
+                    hint="check that it is a directory you can read",
+                    path=self.lock_file,
+                ) from None
+        try:
+            self.lock_file.parent.mkdir(mode=0o700, exist_ok=True)  # its parent is the state's to make
+            return _open_lock(self.lock_file)
+        except OSError as error:
+            raise unwritable_state(self.lock_file.parent, error) from None
 
     def holders(self) -> list[Holder]:
         """The live holders recorded for this lock; records of dead processes are removed."""
@@ -164,8 +232,10 @@ class NamedLock:
         holder = Holder(os.getpid(), _command_line(), socket.gethostname(), time.time(), mode)
         temporary = record.with_suffix(".tmp")
         try:
-            self._holders_dir.mkdir(exist_ok=True)
-            temporary.write_text(json.dumps(holder.__dict__), encoding="utf-8")
+            self._holders_dir.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps(holder.__dict__))
         except OSError as error:
             with contextlib.suppress(OSError):
                 temporary.unlink()

@@ -33,9 +33,9 @@ from safe_build import (
     traversal,
     workdirs,
 )
+from safe_build import state as states
 from safe_build.errors import EXIT_BAD_INPUT, EXIT_LOCK_TIMEOUT, BuildFailed, LockTimeout, SafeBuildError
 from safe_build.locks import NamedLock
-from safe_build.projectlock import project_lock
 
 # The cache, its key and cached build environments are imported where they are used: a build
 # that needs none of them (--no-cache --no-isolation) then starts ~20 ms sooner.
@@ -59,6 +59,8 @@ class _Request:
     work: Path
     lock: NamedLock
     tree: _Tree  # what a snapshot of the project copies
+    state: states.State
+    store: cache.Cache | None  # held in use for the whole build; None: neither entries nor environments
 
 
 def run(argv: Sequence[str]) -> int:
@@ -80,32 +82,38 @@ def run(argv: Sequence[str]) -> int:
         publish.check_output_dir(outdir)
     if report is not None:
         publish.check_output_dir(report.parent)
-    root = settings.cache_dir.value
-    lock = project_lock(root, source.path, settings.lock_timeout.value)
+    state = states.at(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
+    lock = state.project_lock(source.path)
     slot = hashlib.sha256(os.fsencode(source.path)).hexdigest()[:8]  # short: it lengthens every path
-    with workdirs.private_dir(root, slot) as work:
+    cacheable = _cacheable(args, settings, mode, report) and state.cache_enabled
+    with contextlib.ExitStack() as held:
+        store = None
+        if cacheable or not (args.no_isolation or settings.fresh_env.value):
+            from safe_build import cache  # noqa: PLC0415
+
+            store = cache.Cache(state)
+            # before the project lock, which ranks above it: an in-place build holds that while its
+            # build child uses the cached environments
+            held.enter_context(store.using())
+        work = held.enter_context(workdirs.private_dir(state, slot))
         tree = _Tree.of(source.path, _selection(settings, source, mode), in_repository=mode == "repository")
-        request = _Request(args, source, settings, mode, outdir, report, work, lock, tree)
-        built = _through_cache(request) if _cacheable(request) else _build_and_publish(request)
+        request = _Request(args, source, settings, mode, outdir, report, work, lock, tree, state, store)
+        built = _through_cache(request) if cacheable else _build_and_publish(request)
     if args.verbosity >= -1 and built:
         print(f"Successfully built {_natural_list([path.name for path in built])}")
     return 0
 
 
-def _cacheable(request: _Request) -> bool:
+def _cacheable(
+    args: argparse.Namespace, settings: config.Settings, mode: isolation.Mode | None, report: Path | None
+) -> bool:
     """Whether the wheel cache may serve this build.
 
     Not with --no-cache; not for --metadata or --report, whose output is build's own rather than
     artifacts; not for an sdist or wheel given as the source; not in place, where the tree's
     leftover build state, which the key leaves out, takes part in the build.
     """
-    args = request.args
-    return not (
-        request.settings.no_cache.value
-        or args.metadata
-        or request.report is not None
-        or request.mode in (None, "in-place")
-    )
+    return not (settings.no_cache.value or args.metadata or report is not None or mode in (None, "in-place"))
 
 
 def _through_cache(request: _Request) -> list[Path]:
@@ -118,12 +126,12 @@ def _through_cache(request: _Request) -> list[Path]:
     find its entry. A hit is published under that lock, so ``--refresh`` cannot take the entry
     away half-way.
     """
-    settings, source, tree = request.settings, request.source, request.tree
-    from safe_build import cache, cachekey  # noqa: PLC0415
+    settings, source, tree, store = request.settings, request.source, request.tree, request.store
+    from safe_build import cachekey  # noqa: PLC0415
 
-    store = cache.Cache(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
+    assert store is not None
     with store.using():
-        memo = cachekey.Memo(cachekey.memo_path(settings.cache_dir.value, tree.root))
+        memo = cachekey.Memo(request.state.memo_path(tree.root))
         keying = _Keying(_key_context(request), memo)
         with _readable(tree.root):
             key = cachekey.lookup(_plan(request), keying.context, memo)
@@ -298,18 +306,13 @@ def _with_outside_hint(failure: BuildFailed, request: _Request) -> BuildFailed:
 
 def _env_store(request: _Request) -> EnvStore | None:
     """The cached build environments an isolated build reuses; None: build makes a fresh one."""
-    settings = request.settings
-    if request.args.no_isolation or settings.fresh_env.value:
+    settings, store = request.settings, request.store
+    if request.args.no_isolation or settings.fresh_env.value or store is None:
         return None
-    root, timeout = settings.cache_dir.value, settings.lock_timeout.value
-    from safe_build import buildenvs, cache  # noqa: PLC0415
+    from safe_build import buildenvs  # noqa: PLC0415
 
     return buildenvs.EnvStore(
-        root,
-        lock_timeout=timeout,
-        max_age=settings.env_max_age.value,
-        refresh=settings.refresh.value,
-        using=cache.Cache(root, lock_timeout=timeout).using,
+        request.state, max_age=settings.env_max_age.value, refresh=settings.refresh.value, using=store.using
     )
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from packaging.utils import canonicalize_name
 
 from safe_build import config
+from safe_build import state as states
 from safe_build.cache import Cache, Entry, Removal
 from safe_build.errors import SafeBuildError
 
@@ -39,7 +40,8 @@ Handler = Callable[[Cache, argparse.Namespace], Result]
 
 def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    cache = Cache(config.cache_dir(args.cache_dir), lock_timeout=config.lock_timeout(args.lock_timeout))
+    timeout = config.lock_timeout(args.lock_timeout)
+    cache = Cache(states.existing(config.cache_dir(args.cache_dir), lock_timeout=timeout))
     data, text = args.handler(cache, args)
     print(json.dumps(data, indent=2) if args.json else text)
     return 0
@@ -119,21 +121,22 @@ def _list(cache: Cache, args: argparse.Namespace) -> Result:
 def _info(cache: Cache, args: argparse.Namespace) -> Result:
     entries = cache.entries()
     size = sum(entry.size for entry in entries)
-    private = [path for path in cache.private_dirs.glob("*") if path.is_dir()]
+    state = cache.state
+    private = [path for path in state.tmp.glob("*") if path.is_dir()]
     data = {
         "cache_dir": str(cache.root),
         "entries": len(entries),
         "size": size,
         "private_dirs": len(private),
-        "private_dirs_in": str(cache.private_dirs),
-        "locks_dir": str(cache.locks_dir),
+        "private_dirs_in": str(state.tmp),
+        "locks_dir": str(state.locks),
     }
     text = _table(
         [
             ["cache dir:", str(cache.root)],
             ["entries:", f"{len(entries)} ({_size(size)})"],
-            ["private dirs:", f"{len(private)} in {cache.private_dirs}"],
-            ["locks:", str(cache.locks_dir)],
+            ["private dirs:", f"{len(private)} in {state.tmp}"],
+            ["locks:", str(state.locks)],
         ]
     )
     return data, text

@@ -14,9 +14,11 @@ runs the real pip with the arguments unchanged, and around it:
 pip itself is started first and waits at a gate (``pipgate``) until the locks are held; it
 keeps them until it exits.
 
-Locks are taken in one order, the same everywhere: cache, then project, then environment; the
+Locks are taken in the one order of ``state.Rank``: pip's cache, then what the builds take
+(safe-build's cache, a key, a project), then the editable projects, then the environment; the
 builds happen before any project lock is held. So no two safe-pips wait for each other in a
-circle.
+circle. Each lock is on the thing itself (pip's cache directory, the project, the install
+location), so commands with different safe-build cache directories still take turns.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from safe_build import config, coremetadata, pipargs, pipconfig, pipgate, publish, runner, workdirs
+from safe_build import state as states
 from safe_build.errors import SafeBuildError, Terminated
 from safe_build.locks import Mode, NamedLock
-from safe_build.projectlock import environment_lock, keyed_lock_file, project_lock
 
 CHANGING = frozenset({"install", "uninstall"})  # commands that change an environment
 USING_CACHE = frozenset({"install", "download", "wheel", "lock", "index", "list", "cache"})
@@ -139,20 +141,19 @@ def run(argv: Sequence[str], gate: pipgate.Gate | None = None) -> int:
 
 def _run_locked(args: pipargs.PipArgs, target: Target, prefix: Path, gate: pipgate.Gate | None) -> int:
     """pip under the locks the command needs, its local projects built first."""
-    cache = config.cache_dir()
-    timeout = config.lock_timeout(None)
+    state = states.at(config.cache_dir(), lock_timeout=config.lock_timeout(None))
     settings = pipconfig.load(prefix, isolated=args.isolated)
     location = pipargs.install_location(args, settings) if args.command == "install" else pipargs.Location()
     descriptors: list[int] = []  # of the locks held, for pip to keep
     with contextlib.ExitStack() as held:
         pip_cache = pipargs.cache_dir(args, settings)
         if args.command in USING_CACHE and pip_cache is not None:
-            lock = _pip_cache_lock(cache, pip_cache, timeout)
+            lock = _pip_cache_lock(state, pip_cache)
             descriptors.append(held.enter_context(lock.hold(_cache_mode(args))))
         requirements = pipargs.requirements(args) if args.command in BUILDING and args.understood else None
         arguments, shims = list(args.argv), []
         if requirements is not None and requirements.projects:
-            work = held.enter_context(workdirs.private_dir(cache))
+            work = held.enter_context(workdirs.private_dir(state))
             shims = _build(requirements, args, settings, work)
             copies = work / "requirements"
             copies.mkdir()
@@ -162,9 +163,9 @@ def _run_locked(args: pipargs.PipArgs, target: Target, prefix: Path, gate: pipga
             {Path(os.path.realpath(path)) for path in requirements.editables} if requirements else ()
         )
         for project in editables:  # sorted: two commands naming the same projects lock them in one order
-            descriptors.append(held.enter_context(project_lock(cache, project, timeout).hold("exclusive")))
+            descriptors.append(held.enter_context(state.project_lock(project).hold("exclusive")))
         if args.command in CHANGING:
-            lock = _install_lock(cache, target.python, prefix, location, timeout)
+            lock = _install_lock(state, target.python, prefix, location)
             descriptors.append(held.enter_context(lock.hold("exclusive")))
         code = _run_pip(target, arguments, gate, descriptors)
         if code == 0 and shims and args.command == "install" and args.last("--dry-run") is None:
@@ -260,11 +261,10 @@ def _ask(python: str, code: str, *arguments: str) -> Any:
 # --- locks ---------------------------------------------------------------------------------------
 
 
-def _pip_cache_lock(cache: Path, pip_cache: Path, timeout: float) -> NamedLock:
-    """The lock on pip's cache, kept in safe-build's cache directory: pip's own is pip's to clear."""
-    return NamedLock(
-        keyed_lock_file(cache, "pip-cache", pip_cache), what="pip cache", subject=pip_cache, timeout=timeout
-    )
+def _pip_cache_lock(state: states.State, pip_cache: Path) -> NamedLock:
+    """The lock on pip's cache directory, made first if need be, as pip would make it."""
+    _make_directory(pip_cache)
+    return state.pip_cache_lock(Path(os.path.realpath(pip_cache)))
 
 
 def _cache_mode(args: pipargs.PipArgs) -> Mode:
@@ -272,18 +272,32 @@ def _cache_mode(args: pipargs.PipArgs) -> Mode:
     return "exclusive" if args.command == "cache" and subcommand in CLEARING_CACHE else "shared"
 
 
-def _install_lock(
-    cache: Path, python: str, prefix: Path, location: pipargs.Location, timeout: float
-) -> NamedLock:
-    """The lock on where pip writes: ``--target``, ``--root``, ``--prefix``, user site, environment."""
+def _install_lock(state: states.State, python: str, prefix: Path, location: pipargs.Location) -> NamedLock:
+    """The lock on where pip writes: ``--target``, ``--root``, ``--prefix``, user site, environment.
+
+    Each is locked as the directory itself (made first, as pip makes it), so that two commands
+    with different cache directories still take turns; a venv, on a lock file inside it.
+    """
     chosen = location.target or location.root or location.prefix
+    if chosen is None and location.user:
+        [chosen, *_] = _install_dirs(python, location)
     if chosen is not None:
-        return environment_lock(cache, Path(os.path.realpath(chosen)), timeout, inside=False)
-    if location.user:
-        [user_site, *_] = _install_dirs(python, location)
-        return environment_lock(cache, Path(os.path.realpath(user_site)), timeout, inside=False)
+        _make_directory(Path(chosen))
+        return state.environment_lock(Path(os.path.realpath(chosen)), inside=False)
     is_venv = (prefix / "pyvenv.cfg").is_file() and os.access(prefix, os.W_OK)
-    return environment_lock(cache, prefix, timeout, inside=is_venv)
+    return state.environment_lock(prefix, inside=is_venv)
+
+
+def _make_directory(path: Path) -> None:
+    """Make ``path`` as pip would before writing there; a failure is one line, as pip's would be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SafeBuildError(
+            f"cannot create {path} ({error.strerror})",
+            hint="fix its permissions, or choose another",
+            path=path,
+        ) from None
 
 
 # --- local projects ------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Two creations of one path at the same time break each other, and one that was killed leaves a
 venv that looks usable and is not. A venv cannot be made elsewhere and moved into place (its
 scripts name its path), so it is made at PATH itself by virtualenv, under a lock on PATH kept in
-safe-build's cache directory, and marked complete last: ``PATH/.safe-build-venv-complete`` holds
+safe-build's state directory, and marked complete last: ``PATH/.safe-build-venv-complete`` holds
 its Python version. Until then ``PATH/.safe-build-venv-creating`` says a creation is under way;
 found under the lock, it means that creation died, and its remains are removed before starting
 again, but only if it is safe-build's own: it holds a random token that the same creation wrote
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from safe_build import config, publish
+from safe_build import state as states
 from safe_build.errors import SafeBuildError
 from safe_build.fsutil import remove_tree
-from safe_build.locks import NamedLock
-from safe_build.projectlock import ENVIRONMENT_LOCK_NAME, environment_lock, keyed_lock_file
+from safe_build.state import ENVIRONMENT_LOCK_NAME
 
 if TYPE_CHECKING:
     from virtualenv.run.session import Session
@@ -48,13 +48,12 @@ State = Literal["missing", "complete", "unfinished", "other venv"]
 def run(argv: Sequence[str]) -> int:
     path_text, options, virtualenv_options = _parse(argv)
     path = Path(path_text).absolute()
-    cache = config.cache_dir(options.cache_dir)
     timeout = config.lock_timeout(options.lock_timeout)
+    own = states.at(config.cache_dir(options.cache_dir), lock_timeout=timeout)
     real = Path(os.path.realpath(path))
-    lock_file = keyed_lock_file(cache, "venv", real)
-    record = lock_file.with_name(lock_file.name + ".creating")  # where only safe-build writes
+    lock = own.venv_lock(real)
+    record = lock.lock_file.with_name(lock.lock_file.name + ".creating")  # where only safe-build writes
     _state(path, record)  # refuse what is not ours to touch before waiting for anything
-    lock = NamedLock(lock_file, what="venv", subject=path, timeout=timeout)
     with lock.hold("exclusive"):
         state = _state(path, record)  # again: another creation may have finished, or died, meanwhile
         if state in ("complete", "other venv") and not options.clear:
@@ -64,7 +63,7 @@ def run(argv: Sequence[str]) -> int:
             return 0
         session = _session([*virtualenv_options, str(path)])  # checks the options before anything is made
         path.mkdir(parents=True, exist_ok=True)
-        with environment_lock(cache, real, timeout, inside=True).hold("exclusive"):
+        with own.environment_lock(real, inside=True).hold("exclusive"):
             token = secrets.token_hex(16)
             publish.write_text_atomically(record, token)  # first: the marker is ours only with it
             publish.write_text_atomically(path / CREATING, token)
