@@ -44,6 +44,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from safe_build import netfs
 from safe_build.errors import SafeBuildError
 from safe_build.fsutil import remove_tree
 from safe_build.locks import NamedLock
@@ -194,6 +195,7 @@ def at(root: Path, *, lock_timeout: float) -> State:
     if distrust is not None:
         return _private_instead(root, distrust, lock_timeout)
     _lay_out(root)
+    netfs.warn_if_network(root, "cache directory")
     return State(root, root, lock_timeout)
 
 
@@ -234,6 +236,8 @@ def _check(root: Path, *, adopt: bool) -> str | None:
     if info.st_uid != os.geteuid():
         return f"it is owned by another user (uid {info.st_uid})"
     parent = os.stat(root.parent)
+    if parent.st_uid not in (0, info.st_uid):
+        return f"another user (uid {parent.st_uid}) can rename it: they own its parent {root.parent}"
     if parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX:
         return (
             f"anyone can rename it away: its parent {root.parent} is world-writable, without the sticky bit"

@@ -24,6 +24,7 @@ from safe_build import (
     coremetadata,
     gitmeta,
     isolation,
+    netfs,
     options,
     patterns,
     project,
@@ -80,6 +81,7 @@ def run(argv: Sequence[str]) -> int:
     report = Path(args.report).absolute() if getattr(args, "report", None) else None
     if not args.metadata:
         publish.check_output_dir(outdir)
+        netfs.warn_if_network(outdir, "output directory")
     if report is not None:
         publish.check_output_dir(report.parent)
     state = states.at(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)

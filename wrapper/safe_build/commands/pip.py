@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safe_build import config, coremetadata, pipargs, pipconfig, pipgate, publish, runner, workdirs
+from safe_build import config, coremetadata, netfs, pipargs, pipconfig, pipgate, publish, runner, workdirs
 from safe_build import state as states
 from safe_build.errors import SafeBuildError, Terminated
 from safe_build.locks import Mode, NamedLock
@@ -283,8 +283,10 @@ def _install_lock(state: states.State, python: str, prefix: Path, location: pipa
         [chosen, *_] = _install_dirs(python, location)
     if chosen is not None:
         _make_directory(Path(chosen))
-        return state.environment_lock(Path(os.path.realpath(chosen)), inside=False)
-    is_venv = (prefix / "pyvenv.cfg").is_file() and os.access(prefix, os.W_OK)
+        prefix, is_venv = Path(os.path.realpath(chosen)), False
+    else:
+        is_venv = (prefix / "pyvenv.cfg").is_file() and os.access(prefix, os.W_OK)
+    netfs.warn_if_network(prefix, "install location")
     return state.environment_lock(prefix, inside=is_venv)
 
 
