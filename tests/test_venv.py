@@ -116,7 +116,7 @@ def test_other_venvs_are_reused_and_anything_else_is_refused(env: dict[str, str]
         assert len(refused.stderr.splitlines()) == 1, refused.stderr
     assert tree_state(tmp_path) == before
     locks = Path(env["SAFE_BUILD_CACHE_DIR"]) / "locks"
-    taken = [path.name for path in locks.iterdir() if path.is_file() and not path.name.startswith("venv-other-")]
+    taken = [path.name for path in locks.glob("*.lock") if not path.name.startswith("venv-other-")]
     assert taken == [], "a refused path's lock was taken"
 
 

@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from build import FailedProcessError, _ctx
+from build import BuildException, FailedProcessError, _ctx
 from build.env import DefaultIsolatedEnv, Installer
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -167,6 +167,8 @@ class EnvStore:
                     found = _read(path, key)
                     if found is None or found.created_at < oldest:
                         _create(path, key, wanted, installer, constraints)
+                        if _read(path, key) is None:  # else each round would make it again, forever
+                            raise BuildException(f"the build environment just made at {path} is not usable")
                         made = True
 
     def prune(self, older_than: float) -> list[Path]:
