@@ -86,6 +86,35 @@ def test_a_cache_dir_full_of_foreign_files_is_refused_and_left_as_it_is(
     assert not (tmp_path / "venv").exists()
 
 
+def test_a_cache_dir_left_by_a_safe_build_from_before_the_marker_is_kept(
+    make_project: Callable[[str], Path], env: dict[str, str], tmp_path: Path
+) -> None:
+    """An upgrade keeps the user's cache: a directory with only the earlier layout's names, and
+    only its lock files in locks/, is marked and used; open to others, it is used by nobody."""
+    earlier = {"locks/cache.lock": "", "locks/project-demo-0123456789abcdef.lock": "", "tmp/x.lock": ""}
+    kept, opened = write_files(tmp_path / "kept", earlier), write_files(tmp_path / "opened", earlier)
+    os.chmod(opened, 0o777)
+    project = make_project("setup-py")
+    for cache in (kept, opened):
+        result = run(
+            safe_build_command(
+                "-n", "--wheel", "--cache-dir", cache, "-o", tmp_path / f"out-{cache.name}", project
+            ),
+            env,
+        )
+        assert result.returncode == 0, result.stderr
+    assert (kept / state.MARKER).is_file()
+    assert len(list((kept / "wheels").glob("*/*/entry.json"))) == 1
+    assert not (opened / state.MARKER).exists()
+    assert sorted(path.name for path in opened.rglob("*")) == [
+        "cache.lock",
+        "locks",
+        "project-demo-0123456789abcdef.lock",
+        "tmp",
+        "x.lock",
+    ]
+
+
 def test_everything_safe_build_makes_is_private_whatever_the_umask(
     make_project: Callable[[str], Path], env: dict[str, str], tmp_path: Path
 ) -> None:

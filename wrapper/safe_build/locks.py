@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from safe_build.errors import LockTimeout, SafeBuildError
-from safe_build.processes import pid_alive
+from safe_build.processes import pid_alive, pid_namespace
 
 Mode = Literal["shared", "exclusive"]
 
@@ -59,10 +59,18 @@ class Holder:
     host: str
     since: float
     mode: str
+    pid_namespace: int = 0  # where ``pid`` means something (records of older versions lack it)
 
     def describe(self, now: float) -> str:
-        where = "" if self.host == socket.gethostname() else f" on {self.host}"
+        if self.host != socket.gethostname():
+            where = f" on {self.host}"
+        else:
+            where = "" if self.ours() else " in another pid namespace"
         return f"pid {self.pid}{where}: {self.command}, {self.mode}, for {_seconds(now - self.since)}"
+
+    def ours(self) -> bool:
+        """Whether ``pid`` can be looked up here: the same host and pid namespace."""
+        return self.host == socket.gethostname() and self.pid_namespace == pid_namespace()
 
 
 class LockOrderError(RuntimeError):
@@ -183,7 +191,7 @@ class NamedLock:
                 holder = Holder(**json.loads(entry.read_text(encoding="utf-8")))
             except (OSError, ValueError, TypeError):
                 continue  # being written or removed right now
-            if holder.host == socket.gethostname() and not pid_alive(holder.pid):
+            if holder.ours() and not pid_alive(holder.pid):
                 with contextlib.suppress(OSError):
                     entry.unlink()
                 continue
@@ -229,7 +237,9 @@ class NamedLock:
     def _write_record(self, mode: Mode) -> Path:
         """The holder record; writing it is the first write that needs disk space (a full disk)."""
         record = self._holders_dir / f"{os.getpid()}-{secrets.token_hex(4)}.json"
-        holder = Holder(os.getpid(), _command_line(), socket.gethostname(), time.time(), mode)
+        holder = Holder(
+            os.getpid(), _command_line(), socket.gethostname(), time.time(), mode, pid_namespace()
+        )
         temporary = record.with_suffix(".tmp")
         try:
             self._holders_dir.mkdir(mode=0o700, exist_ok=True)
@@ -294,6 +304,8 @@ def _try_lock(fd: int, operation: int, lock_file: Path) -> bool:
     except BlockingIOError:
         return False
     except OSError as error:
+        if error.errno == errno.EACCES:  # busy, as some systems say it (filelock counts it so too)
+            return False
         if error.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
             raise SafeBuildError(
                 f"cannot lock {lock_file}: its file system does not support locks ({error.strerror})",

@@ -38,6 +38,7 @@ import enum
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -60,6 +61,12 @@ TAG_TEXT = (
 )
 SUBDIRECTORIES = ("tmp", "wheels", "envs", "key-memos", "locks", "locks/keys", "locks/envs", "locks/holders")
 ENVIRONMENT_LOCK_NAME = ".safe-build-env.lock"  # a venv's lock file, inside it
+
+# what the safe-builds before the marker left: their top-level names and their lock file names
+_PREVIOUS_LAYOUT = frozenset({"tmp", "wheels", "envs", "key-memos", "locks"})
+_PREVIOUS_LOCK = re.compile(
+    r"(cache\.lock|keys|envs|(project|environment|pip-cache|venv)-.+\.lock)(\.holders|\.creating)?"
+)
 
 _warned: set[Path] = set()
 
@@ -219,7 +226,8 @@ def existing(root: Path, *, lock_timeout: float) -> State:
 
 
 def _check(root: Path, *, adopt: bool) -> str | None:
-    """Why ``root`` is not to be trusted, or None; marks it when it is ours and empty (``adopt``).
+    """Why ``root`` is not to be trusted, or None; marks it when it is ours (``adopt``) and new
+    to the marker: empty, or left by a safe-build from before it.
 
     Raises ``SafeBuildError`` for a directory that is not safe-build's.
     """
@@ -233,40 +241,69 @@ def _check(root: Path, *, adopt: bool) -> str | None:
             hint="choose another with --cache-dir or SAFE_BUILD_CACHE_DIR",
             path=root,
         )
+    distrust = _others_reach(root, info)
+    layout = _marked_layout(root)
+    if layout is None and _empty(root):
+        if distrust is None and adopt:  # ours and empty: nobody else had the chance to put anything in
+            os.chmod(root, 0o700)
+            _mark(root)
+        return distrust
+    if layout is None and not _left_by_an_older_safe_build(root):
+        raise SafeBuildError(
+            f"{root} is not a safe-build cache directory: it holds other files, and no {MARKER}",
+            hint="choose a new or empty directory with --cache-dir or SAFE_BUILD_CACHE_DIR "
+            "(safe-build removes only what lies in a directory it made)",
+            path=root,
+        )
+    if layout not in (None, LAYOUT):
+        raise SafeBuildError(
+            f"the cache directory {root} was made by a safe-build of another layout ({layout}, not {LAYOUT})",
+            hint="use that safe-build with it, or remove it, or choose another with --cache-dir",
+            path=root,
+        )
+    if distrust is None and stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
+        distrust = "other users can write to it"
+    if distrust is None and layout is None and adopt:
+        _mark(root)
+    return distrust
+
+
+def _others_reach(root: Path, info: os.stat_result) -> str | None:
+    """How another user could swap ``root`` for theirs, or None."""
     if info.st_uid != os.geteuid():
         return f"it is owned by another user (uid {info.st_uid})"
     parent = os.stat(root.parent)
     if parent.st_uid not in (0, info.st_uid):
         return f"another user (uid {parent.st_uid}) can rename it: they own its parent {root.parent}"
     if parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX:
-        return (
-            f"anyone can rename it away: its parent {root.parent} is world-writable, without the sticky bit"
-        )
-    layout = _marked_layout(root)
-    if layout is None:
-        try:
-            names = set(os.listdir(root)) - {MARKER, TAG}
-        except OSError as error:
-            raise _unusable(root, error) from None
-        if any(not name.startswith(f".{MARKER}.") for name in names) or not adopt:
-            raise SafeBuildError(
-                f"{root} is not a safe-build cache directory: it holds other files, and no {MARKER}",
-                hint="choose a new or empty directory with --cache-dir or SAFE_BUILD_CACHE_DIR "
-                "(safe-build removes only what lies in a directory it made)",
-                path=root,
-            )
-        os.chmod(root, 0o700)  # ours and empty: nobody else has had the chance to put anything in it
-        _mark(root)
-        return None
-    if layout != LAYOUT:
-        raise SafeBuildError(
-            f"the cache directory {root} was made by a safe-build of another layout ({layout}, not {LAYOUT})",
-            hint="use that safe-build with it, or remove it, or choose another with --cache-dir",
-            path=root,
-        )
-    if stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
-        return "other users can write to it"
+        return f"anyone can rename it: its parent {root.parent} is world-writable, without the sticky bit"
     return None
+
+
+def _empty(root: Path) -> bool:
+    """Nothing in ``root`` but a marker, a tag or a marker being written."""
+    return all(name in (MARKER, TAG) or name.startswith(f".{MARKER}.") for name in _listing(root))
+
+
+def _listing(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError as error:
+        raise _unusable(path, error) from None
+
+
+def _left_by_an_older_safe_build(root: Path) -> bool:
+    """Whether ``root`` holds the layout of the safe-builds before the marker, so that a cache
+    from before an upgrade is kept: only its names at the top, and only its lock files in
+    ``locks/`` (a directory every run of those made), which no other tool's directory holds."""
+    names = set(_listing(root)) - {TAG}
+    if not names <= _PREVIOUS_LAYOUT or "locks" not in names:
+        return False
+    try:
+        locks = os.listdir(root / "locks")
+    except OSError:
+        return False
+    return bool(locks) and all(_PREVIOUS_LOCK.fullmatch(name) for name in locks)
 
 
 def _marked_layout(root: Path) -> object | None:
