@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_build import state as states
+from safe_build import state
 from safe_build.state import ENVIRONMENT_LOCK_NAME
 from tests.conftest import (
     PROJECTS,
@@ -162,7 +162,7 @@ def full_disk(values: Fields) -> Iterator[None]:
 @contextlib.contextmanager
 def project_locked(values: Fields) -> Iterator[None]:
     """The project lock held exclusive by this test process, as an in-place build would hold it."""
-    own = states.at(Path(values["cache"]), lock_timeout=60)
+    own = state.at(Path(values["cache"]), lock_timeout=60)
     with own.project_lock(Path(values["project"])).hold("exclusive"):
         yield
 
@@ -207,11 +207,14 @@ GOOD = ("{project}", "-nw", "-o", "{out}")
 
 
 def unwritable_cache(relative: str) -> Case:
-    """The cache directory {bad}, with ``relative`` in it read-only."""
+    """The cache directory {bad} (empty, or marked as safe-build's with ``relative`` in it), with
+    ``relative`` in it read-only."""
+    where = f"{{bad}}/{relative}" if relative else "{bad}"
     return Case(
         GOOD,
         2,
-        f"safe-build: error: cannot write to {{bad}}/tmp (Permission denied), {STATE_HINT}",
+        f"safe-build: error: cannot write to {where} (Permission denied), {STATE_HINT}",
+        files={state.MARKER: json.dumps({"layout": state.LAYOUT})} if relative else {},
         env={"SAFE_BUILD_CACHE_DIR": "{bad}"},
         setting=chmod("bad", relative, 0o555),
         unprivileged=True,
@@ -348,8 +351,7 @@ CASES: dict[str, Case] = {
     "cache-dir-on-a-full-disk": Case(
         GOOD,
         2,
-        f"safe-build: error: cannot write to {{full}}/cache/locks/cache.lock.holders (No space left on "
-        f"device), {STATE_HINT}",
+        f"safe-build: error: cannot write to {{full}}/cache (No space left on device), {STATE_HINT}",
         env={"SAFE_BUILD_CACHE_DIR": "{full}/cache"},
         setting=full_disk,
     ),
@@ -359,7 +361,8 @@ CASES: dict[str, Case] = {
     "cache-dir-is-a-file": Case(
         GOOD,
         2,
-        f"safe-build: error: cannot write to {{file}}/tmp (Not a directory), {STATE_HINT}",
+        "safe-build: error: the cache directory {file} is not a directory; choose another with --cache-dir "
+        "or SAFE_BUILD_CACHE_DIR",
         env={"SAFE_BUILD_CACHE_DIR": "{file}"},
     ),
     "lock-timeout": Case(
@@ -408,9 +411,9 @@ CASES: dict[str, Case] = {
 
 def snapshot(world: World, case_dir: Path) -> dict[str, tuple[int, bytes | str]]:
     """The world and the case's directory, but for safe-build's bookkeeping."""
-    state = {f"world/{name}": value for name, value in tree_state(world.root).items()}
-    state |= {f"case/{name}": value for name, value in tree_state(case_dir).items()}
-    return {name: value for name, value in state.items() if not bookkeeping(name)}
+    found = {f"world/{name}": value for name, value in tree_state(world.root).items()}
+    found |= {f"case/{name}": value for name, value in tree_state(case_dir).items()}
+    return {name: value for name, value in found.items() if not bookkeeping(name)}
 
 
 def bookkeeping(name: str) -> bool:
@@ -421,7 +424,7 @@ def bookkeeping(name: str) -> bool:
         "locks" in parts
         or "key-memos" in parts
         or parts[-1] in ENVIRONMENT_LOCK_FILES
-        or parts[-1] in ("tmp", "wheels", "envs", states.MARKER, states.TAG)
+        or parts[-1] in ("tmp", "wheels", "envs", state.MARKER, state.TAG)
     )
 
 

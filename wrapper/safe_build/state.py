@@ -48,7 +48,7 @@ from pathlib import Path
 from safe_build import netfs
 from safe_build.errors import SafeBuildError
 from safe_build.fsutil import remove_tree
-from safe_build.locks import NamedLock
+from safe_build.locks import NamedLock, unwritable_state
 
 LAYOUT = 1
 MARKER = "safe-build-state.json"
@@ -234,7 +234,7 @@ def _check(root: Path, *, adopt: bool) -> str | None:
     try:
         info = os.stat(root)
     except OSError as error:
-        raise _unusable(root, error) from None
+        raise unwritable_state(root, error) from None
     if not stat.S_ISDIR(info.st_mode):
         raise SafeBuildError(
             f"the cache directory {root} is not a directory",
@@ -244,9 +244,8 @@ def _check(root: Path, *, adopt: bool) -> str | None:
     distrust = _others_reach(root, info)
     layout = _marked_layout(root)
     if layout is None and _empty(root):
-        if distrust is None and adopt:  # ours and empty: nobody else had the chance to put anything in
-            os.chmod(root, 0o700)
-            _mark(root)
+        if distrust is None and adopt:
+            _adopt(root, stat.S_IMODE(info.st_mode))
         return distrust
     if layout is None and not _left_by_an_older_safe_build(root):
         raise SafeBuildError(
@@ -289,7 +288,7 @@ def _listing(path: Path) -> list[str]:
     try:
         return os.listdir(path)
     except OSError as error:
-        raise _unusable(path, error) from None
+        raise unwritable_state(path, error) from None
 
 
 def _left_by_an_older_safe_build(root: Path) -> bool:
@@ -313,7 +312,7 @@ def _marked_layout(root: Path) -> object | None:
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise _unusable(root, error) from None
+        raise unwritable_state(root, error) from None
     with os.fdopen(fd, encoding="utf-8") as marker:
         try:
             data = json.load(marker)
@@ -322,10 +321,32 @@ def _marked_layout(root: Path) -> object | None:
     return data.get("layout") if isinstance(data, dict) else None
 
 
+def _adopt(root: Path, mode: int) -> None:
+    """Make the empty directory ``root`` ours: closed to others first, then, if it is still
+    empty (nobody else had the chance to put anything in it), marked. The owner's own rights
+    stay as they were: a directory made read-only fails as read-only."""
+    try:
+        os.chmod(root, mode & 0o700)
+        if not _empty(root):
+            raise SafeBuildError(
+                f"{root} was written to by someone else while safe-build took it as its cache directory",
+                hint="choose a directory of your own with --cache-dir or SAFE_BUILD_CACHE_DIR",
+                path=root,
+            )
+        _mark(root)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.chmod(root, mode)
+        raise
+
+
 def _mark(root: Path) -> None:
     """Write the marker, then the tag, each whole or not at all: racing markers agree."""
-    _place_once(root / MARKER, json.dumps({"layout": LAYOUT, "tool": "safe-build"}) + "\n")
-    _place_once(root / TAG, TAG_TEXT)
+    try:
+        _place_once(root / MARKER, json.dumps({"layout": LAYOUT, "tool": "safe-build"}) + "\n")
+        _place_once(root / TAG, TAG_TEXT)
+    except OSError as error:
+        raise unwritable_state(root, error) from None
 
 
 def _place_once(final: Path, text: str) -> None:
@@ -339,7 +360,8 @@ def _place_once(final: Path, text: str) -> None:
         with contextlib.suppress(FileExistsError):
             os.link(temporary, final)
     finally:
-        os.unlink(temporary)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def _lay_out(root: Path) -> None:
@@ -360,7 +382,7 @@ def _make_private(path: Path, *, parents: bool = False) -> None:
     except OSError as error:
         if isinstance(error, FileExistsError):
             raise
-        raise _unusable(path, error) from None
+        raise unwritable_state(path, error) from None
     os.chmod(path, 0o700)  # a umask such as 0o277 would have taken our own rights away
 
 
@@ -385,14 +407,6 @@ def _private_instead(configured: Path, distrust: str, lock_timeout: float) -> St
 
     atexit.register(remove)
     return State(root, configured, lock_timeout)
-
-
-def _unusable(path: Path, error: OSError) -> SafeBuildError:
-    return SafeBuildError(
-        f"cannot use {path} as safe-build's cache directory ({error.strerror})",
-        hint="make room or fix its permissions, or choose another with --cache-dir or SAFE_BUILD_CACHE_DIR",
-        path=path,
-    )
 
 
 def _keyed_name(path: Path) -> str:
