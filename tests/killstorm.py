@@ -20,7 +20,12 @@ leaves no private directory and no half-stored or half-removed entry.
 pip itself is not atomic: a killed pip can leave a half-installed package (or a ``~`` stash
 directory) that no lock can prevent. So the packages in the venvs are checked after the quiet
 run has installed every project into them once more; what the storm proves is that safe-pip's
-locks and builds leave nothing that this reinstall cannot repair.
+locks and builds leave nothing that this reinstall cannot repair. One thing a killed pip leaves
+stops every later pip, plain or not: a ``.dist-info`` without its ``RECORD`` (pip writes it
+last) is a package pip refuses to uninstall. An install that fails on that, after a pip was
+killed, is counted as pip's damage, not a violation, and before the quiet run those
+``.dist-info`` directories are removed, as pip's own hint (``--ignore-installed``) would have
+them replaced.
 
 Run ``python -m tests.killstorm --operations 2000 --kills 100`` for a long storm (``--help``
 lists the options); it prints operations, kills and violations, and exits 1 on any violation.
@@ -36,6 +41,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +50,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,6 +227,8 @@ class Result:
     kills_mid_build: int = 0
     busy: dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))  # seconds
     violations: list[str] = field(default_factory=list)
+    pip_damage: int = 0  # installs that failed on a package a killed pip left without its RECORD
+    killed_pips: set[str] = field(default_factory=set)  # the venvs a killed install was installing into
     seconds: float = 0.0  # of the storm itself
     checking_seconds: float = 0.0  # of waiting for orphans, the quiet run and the checks
 
@@ -231,7 +239,8 @@ class Result:
         lines = [
             f"kill storm (seed {self.seed}): {self.operations.total()} operations, "
             f"{self.kills.total()} kills ({self.kills_mid_build} mid-build), "
-            f"{len(self.violations)} violations; "
+            f"{len(self.violations)} violations, "
+            f"{self.pip_damage} installs stopped by what a killed pip left; "
             f"{self.seconds:.0f}s, then {self.checking_seconds:.0f}s of checks",
             f"  operations: {counts(self.operations)}",
             f"  kills: {counts(self.kills)}",
@@ -314,7 +323,11 @@ class Storm:
             self.result.busy[operation.kind] += time.monotonic() - running.started
             if code == -signal.SIGKILL and running.killed in ("group", "tree"):
                 self.result.kills[operation.kind] += 1
+                if operation.kind.startswith("install"):
+                    self.result.killed_pips.add(_venv_of(operation.command))
                 self.result.kills_mid_build += running.mid_build
+            elif code != 0 and _pip_damage(operation, output, self.result.killed_pips):
+                self.result.pip_damage += 1
             elif code != 0:
                 why = "stuck, killed" if running.killed == "timeout" else f"exit code {code}"
                 tail = " | ".join(output.strip().splitlines()[-3:])
@@ -502,6 +515,28 @@ def wait_for_orphans(storm: Storm) -> list[str]:
     )
 
 
+def _venv_of(command: Sequence[str]) -> str:
+    return command[command.index("--python") + 1]
+
+
+def _pip_damage(operation: Operation, output: str, killed_pips: set[str]) -> bool:
+    """Whether an install failed only on what a killed pip left in its venv: a package without
+    its RECORD."""
+    return (
+        operation.kind.startswith("install")
+        and _venv_of(operation.command) in killed_pips
+        and "uninstall-no-record-file" in output
+    )
+
+
+def repair_pip_damage(layout: Layout) -> None:
+    """Remove the ``.dist-info`` directories that a killed pip left without their RECORD."""
+    for venv in layout.venvs:
+        for dist_info in venv.glob("lib/python*/site-packages/*.dist-info"):
+            if not (dist_info / "RECORD").exists():
+                shutil.rmtree(dist_info)
+
+
 def quiet_run(layout: Layout, env: Mapping[str, str], workers: int) -> list[str]:
     """Every operation once more, with nobody killed: each must succeed."""
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -597,6 +632,7 @@ def storm(
         if tree_state(project) != sources[kind]
     ]
     violations += venv_health(layout, env, marked_complete=True)
+    repair_pip_damage(layout)
     violations += quiet_run(layout, env, workers)
     violations += venv_health(layout, env)
     prune = run(safe_build_command("cache", "prune"), dict(env))
