@@ -98,18 +98,6 @@ def groups_working_in(directory: Path) -> set[int]:
     return found
 
 
-def dead_pid() -> int:
-    """A pid no process has right now."""
-    for pid in range(999_999, 0, -7919):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return pid
-        except PermissionError:
-            continue
-    raise AssertionError("no free pid found")
-
-
 class Processes:
     """The processes a test starts; whatever is left of them and of their builds dies at teardown."""
 
