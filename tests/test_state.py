@@ -115,6 +115,48 @@ def test_a_cache_dir_left_by_a_safe_build_from_before_the_marker_is_kept(
     ]
 
 
+# imports, says it is ready, and opens the state once its stdin closes: all of them at once
+OPEN_STATE = (
+    "import sys; from pathlib import Path; from safe_build import state; "
+    "print('ready', flush=True); sys.stdin.read(); state.at(Path(sys.argv[1]), lock_timeout=5)"
+)
+
+
+@pytest.mark.parametrize("made", ["missing", "empty"])
+def test_many_first_runs_at_once_all_take_the_new_cache_dir(made: str, tmp_path: Path) -> None:
+    """Catches: a run that sees another's marker, tag or layout half made and calls the
+    directory foreign (the first builds of a CI job, all at once, on an empty cache)."""
+    failures = []
+    for round_number in range(20):
+        cache = tmp_path / f"cache{round_number}"
+        if made == "empty":
+            cache.mkdir()
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_STATE, str(cache)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.close()
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stderr is not None
+            with process.stdout, process.stderr:
+                err = process.stderr.read()
+            if process.wait() != 0:
+                failures.append(err.strip().splitlines()[-1])
+    assert failures == []
+
+
 def test_everything_safe_build_makes_is_private_whatever_the_umask(
     make_project: Callable[[str], Path], env: dict[str, str], tmp_path: Path
 ) -> None:

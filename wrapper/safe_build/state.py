@@ -247,6 +247,8 @@ def _check(root: Path, *, adopt: bool) -> str | None:
         if distrust is None and adopt:
             _adopt(root, stat.S_IMODE(info.st_mode))
         return distrust
+    if layout is None:
+        layout = _marked_layout(root)  # marked meanwhile by a safe-build adopting it at the same time
     if layout is None and not _left_by_an_older_safe_build(root):
         raise SafeBuildError(
             f"{root} is not a safe-build cache directory: it holds other files, and no {MARKER}",
@@ -280,8 +282,11 @@ def _others_reach(root: Path, info: os.stat_result) -> str | None:
 
 
 def _empty(root: Path) -> bool:
-    """Nothing in ``root`` but a marker, a tag or a marker being written."""
-    return all(name in (MARKER, TAG) or name.startswith(f".{MARKER}.") for name in _listing(root))
+    """Nothing in ``root`` but a marker and a tag, or their temporaries."""
+    ours = (MARKER, TAG)
+    return all(
+        name in ours or name.startswith(tuple(f".{mine}." for mine in ours)) for name in _listing(root)
+    )
 
 
 def _listing(path: Path) -> list[str]:
@@ -327,7 +332,7 @@ def _adopt(root: Path, mode: int) -> None:
     stay as they were: a directory made read-only fails as read-only."""
     try:
         os.chmod(root, mode & 0o700)
-        if not _empty(root):
+        if not _empty(root) and _marked_layout(root) is None:  # marked: a safe-build adopting it too
             raise SafeBuildError(
                 f"{root} was written to by someone else while safe-build took it as its cache directory",
                 hint="choose a directory of your own with --cache-dir or SAFE_BUILD_CACHE_DIR",
