@@ -300,7 +300,7 @@ def compute(
     """The key of building ``project`` with ``inputs``, its tree read in place (see ``lookup``).
 
     ``exclude`` and ``selection`` choose the files as they do for ``traversal.plan``; ``memo`` is
-    a file where content digests are kept between calls (``memo_path``).
+    a file where content digests are kept between calls (``state.State.memo_path``).
     """
     root = Path(os.path.realpath(project))
     plan = traversal.plan(root, exclude=exclude, selection=selection, project_at_root=not inner)
