@@ -28,4 +28,5 @@ def test_kill_storm_breaks_no_invariant(wheelhouse: Path, env: dict[str, str], t
     assert result.violations == [], result.summary()
     assert result.operations.total() >= OPERATIONS, result.summary()
     assert result.kills.total() >= KILLS, result.summary()
-    assert result.kills_mid_build >= KILLS // 3, result.summary()  # not all before or after the build
+    # not all before or after the build: a floor on a random draw (9 of 40 has been seen)
+    assert result.kills_mid_build >= KILLS // 5, result.summary()
