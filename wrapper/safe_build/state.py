@@ -121,38 +121,18 @@ class State:
         return self.root / "key-memos" / f"{_keyed_name(Path(os.path.realpath(project)))}.memo"
 
     def cache_lock(self) -> NamedLock:
-        lock_file = self.locks / "cache.lock"
-        return NamedLock(
-            lock_file, what="cache", subject=self.root, timeout=self.lock_timeout, rank=Rank.CACHE
-        )
+        return self._file_lock(self.locks / "cache.lock", "cache", self.root, Rank.CACHE)
 
     def key_lock(self, key: str, subject: Path | str) -> NamedLock:
-        return NamedLock(
-            self.locks / "keys" / f"{key}.lock",
-            what="build",
-            subject=subject,
-            timeout=self.lock_timeout,
-            rank=Rank.BUILD,
-        )
+        return self._file_lock(self.locks / "keys" / f"{key}.lock", "build", subject, Rank.BUILD)
 
     def build_env_lock(self, key: str, path: Path, *, timeout: float | None = None) -> NamedLock:
-        return NamedLock(
-            self.locks / "envs" / f"{key}.lock",
-            what="build environment",
-            subject=path,
-            timeout=self.lock_timeout if timeout is None else timeout,
-            rank=Rank.BUILD_ENV,
-        )
+        lock_file = self.locks / "envs" / f"{key}.lock"
+        return self._file_lock(lock_file, "build environment", path, Rank.BUILD_ENV, timeout=timeout)
 
     def venv_lock(self, path: Path) -> NamedLock:
         """The lock on creating the venv at the real path ``path``."""
-        return NamedLock(
-            self.locks / f"venv-{_keyed_name(path)}.lock",
-            what="venv",
-            subject=path,
-            timeout=self.lock_timeout,
-            rank=Rank.VENV,
-        )
+        return self._file_lock(self.locks / f"venv-{_keyed_name(path)}.lock", "venv", path, Rank.VENV)
 
     def project_lock(self, project: Path) -> NamedLock:
         """The lock on the project directory ``project`` (its real path): the directory itself."""
@@ -167,18 +147,18 @@ class State:
         Python's prefix is not ours to write into.
         """
         if inside:
-            return NamedLock(
-                path / ENVIRONMENT_LOCK_NAME,
-                what="environment",
-                subject=path,
-                timeout=self.lock_timeout,
-                rank=Rank.ENVIRONMENT,
-            )
+            return self._file_lock(path / ENVIRONMENT_LOCK_NAME, "environment", path, Rank.ENVIRONMENT)
         return self._directory_lock(path, "environment", Rank.ENVIRONMENT)
 
     def pip_cache_lock(self, pip_cache: Path) -> NamedLock:
         """The lock on pip's cache directory (an existing directory): pip's lock files are pip's."""
         return self._directory_lock(pip_cache, "pip cache", Rank.PIP_CACHE)
+
+    def _file_lock(
+        self, lock_file: Path, what: str, subject: Path | str, rank: Rank, *, timeout: float | None = None
+    ) -> NamedLock:
+        timeout = self.lock_timeout if timeout is None else timeout
+        return NamedLock(lock_file, what=what, subject=subject, timeout=timeout, rank=rank)
 
     def _directory_lock(self, path: Path, what: str, rank: Rank) -> NamedLock:
         records = self.locks / "holders" / f"{what.replace(' ', '-')}-{_keyed_name(path)}"
