@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -49,6 +50,19 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# what flock fails with on a file system that has no locks (as filelock classifies them)
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+def still_names(path: Path | str, fd: int) -> bool:
+    """True if ``path`` (not followed) is still the file open as ``fd``: a lock taken on a file
+    that was removed or replaced meanwhile protects nothing."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
+    except FileNotFoundError:
+        return False
 
 
 def private_to_us(path: Path) -> bool:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from safe_build.errors import LockTimeout, SafeBuildError
+from safe_build.fsutil import NO_LOCKS, still_names
 from safe_build.processes import pid_alive, pid_namespace
 
 Mode = Literal["shared", "exclusive"]
@@ -156,7 +157,7 @@ class NamedLock:
             fd = self._open()
             try:
                 self._acquire(fd, operation)
-                if _still_names(self.lock_file, fd):
+                if still_names(self.lock_file, fd):
                     return fd
             except BaseException:
                 os.close(fd)
@@ -264,7 +265,7 @@ def try_own(lock_file: Path) -> int | None:
     """
     fd = _open_lock(lock_file)
     try:
-        if _try_lock(fd, fcntl.LOCK_EX, lock_file) and _still_names(lock_file, fd):
+        if _try_lock(fd, fcntl.LOCK_EX, lock_file) and still_names(lock_file, fd):
             return fd
     except BaseException:
         os.close(fd)
@@ -289,13 +290,6 @@ def _open_lock(lock_file: Path) -> int:
     return os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
 
-def _still_names(lock_file: Path, fd: int) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(lock_file, follow_symlinks=False))
-    except FileNotFoundError:
-        return False
-
-
 def _try_lock(fd: int, operation: int, lock_file: Path) -> bool:
     """Lock without waiting: False if it is busy. A file system without flock is one clear line,
     as filelock classifies these errors."""
@@ -306,7 +300,7 @@ def _try_lock(fd: int, operation: int, lock_file: Path) -> bool:
     except OSError as error:
         if error.errno == errno.EACCES:  # busy, as some systems say it (filelock counts it so too)
             return False
-        if error.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+        if error.errno in NO_LOCKS:
             raise SafeBuildError(
                 f"cannot lock {lock_file}: its file system does not support locks ({error.strerror})",
                 hint="choose a cache directory on a local file system (--cache-dir, SAFE_BUILD_CACHE_DIR)",

@@ -13,7 +13,6 @@ bind-mounted ``dist/``) writes with a pid that means nothing here, and a pid may
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import re
@@ -25,14 +24,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from safe_build.errors import SafeBuildError
-from safe_build.fsutil import fsync_dir
+from safe_build.fsutil import NO_LOCKS, fsync_dir, still_names
 
 _TEMP_SUFFIX = ".safe-build-tmp"
 # ``.<name>.<random>.safe-build-tmp``; also the ``.<name>.<random>.<pid>.safe-build-tmp`` of older
 # versions, which nobody holds a lock on either: only the lock decides, never the name.
 _TEMP_NAME = re.compile(r"^\..+" + re.escape(_TEMP_SUFFIX) + "$")
 # flock errors of a file system that has no locks (as locks.py classifies them)
-_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
 def check_output_dir(outdir: Path) -> None:
@@ -148,7 +146,7 @@ def _owned_temporary(directory: Path, name: str) -> Iterator[tuple[int, str]]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as error:
-            if error.errno in _NO_LOCKS:
+            if error.errno in NO_LOCKS:
                 # No locks on this file system: a cleaner cannot lock it either, so it never judges
                 # the temporary dead; the cost is that a killed writer's leftover stays.
                 break
@@ -167,7 +165,7 @@ def _owned_temporary(directory: Path, name: str) -> Iterator[tuple[int, str]]:
     finally:
         # Unlink before unlocking: once the lock is gone the name may be anybody's to judge.
         with contextlib.suppress(OSError):
-            if _names(temporary, fd):
+            if still_names(temporary, fd):
                 os.unlink(temporary)
         os.close(fd)
 
@@ -194,17 +192,9 @@ def _remove_if_unowned(path: str) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # The writer may have renamed its file into place and let go meanwhile: the lock we got is
         # then on its published artifact, and the name is not that file any more (or is another).
-        if _names(path, fd):
+        if still_names(path, fd):
             os.unlink(path)
     except OSError:
         return
     finally:
         os.close(fd)
-
-
-def _names(path: str, fd: int) -> bool:
-    """True if ``path`` (not followed) is the file open as ``fd``."""
-    try:
-        return os.path.samestat(os.fstat(fd), os.lstat(path))
-    except FileNotFoundError:
-        return False
