@@ -41,6 +41,7 @@ DRIVER = textwrap.dedent(
     from pathlib import Path
 
     from safe_build import state
+    from safe_build.buildcompat import CLI
     from safe_build.buildenvs import EnvStore
     from safe_build.envbuild import main
 
@@ -53,7 +54,8 @@ DRIVER = textwrap.dedent(
         refresh=refresh == "refresh",
         using=lambda: lock.hold("shared"),
     )
-    main(arguments, envs, "python -m build")
+    assert CLI is not None
+    main(arguments, envs, CLI, "python -m build")
     """
 )
 WEEK = 7 * 24 * 3600.0

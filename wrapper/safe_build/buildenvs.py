@@ -44,11 +44,12 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from build import BuildException, FailedProcessError, _ctx
-from build.env import DefaultIsolatedEnv, Installer
+from build import BuildException, FailedProcessError
+from build.env import Installer
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from safe_build import buildcompat
 from safe_build.errors import LockTimeout
 from safe_build.fsutil import private_to_us, remove_tree
 from safe_build.publish import write_text_atomically
@@ -160,7 +161,7 @@ class EnvStore:
                     if found is not None and found.created_at >= oldest:
                         os.utime(path / MARKER)  # the last use, which prune goes by
                         if not made:
-                            _ctx.log(f"Using cached isolated environment: {path}", kind=("step",))
+                            buildcompat.log(f"Using cached isolated environment: {path}", kind=("step",))
                         yield found
                         return
                 with lock.hold("exclusive"):
@@ -249,10 +250,10 @@ def _create(
         os.mkdir(path.parent, 0o700)
     os.mkdir(path, 0o700)  # build's own would be made by the umask's leave: others could plant code
     try:
-        isolated = DefaultIsolatedEnv(installer=installer, path=os.fspath(path))
-        isolated.__enter__()  # not ``with``: its exit removes the environment after success
-        isolated.install(sorted(requirements), constraints=[constraints] if constraints else [], _fresh=True)
-        resolved = _seal(isolated.python_executable)
+        python = buildcompat.make_environment(
+            os.fspath(path), installer, sorted(requirements), [constraints] if constraints else []
+        )
+        resolved = _seal(python)
         _make_read_only(path)
         os.chmod(path, 0o700)  # whatever the umask made it: ours alone, and removable by us
         marker = {
@@ -262,7 +263,7 @@ def _create(
             "installer": installer,
             "resolved": resolved,
             "created_at": time.time(),
-            "python": {**_interpreter(), "executable": isolated.python_executable},
+            "python": {**_interpreter(), "executable": python},
         }
         write_text_atomically(path / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
     except BaseException:
@@ -286,7 +287,7 @@ def _seal(python: str) -> dict[str, str]:
             [python, "-I", "-c", _SEAL], check=True, capture_output=True, text=True
         ).stdout
     except subprocess.CalledProcessError as error:
-        _ctx.log_subprocess_error(error)
+        buildcompat.log_subprocess_error(error)
         raise FailedProcessError(error, "Failed to compile the build environment's bytecode") from None
     return {canonicalize_name(name): version for name, version in json.loads(listed).items()}
 

@@ -9,6 +9,8 @@ the union, as build would have installed them into its fresh one.
 
 build's command-line helpers (console set-up, sdist checks and extraction, error reporting, report)
 are used as they are, so that nothing here drifts from what ``python -m build`` prints and does.
+They are private to build, so they come through :mod:`safe_build.buildcompat`, and this module is
+used only when that found them all (``buildcompat.CLI``); else builds go to build's own ``main``.
 """
 
 from __future__ import annotations
@@ -21,30 +23,19 @@ from pathlib import Path
 from typing import cast
 
 import pyproject_hooks
-from build import ConfigSettingsType, DistributionType, ProjectBuilder, RunnerType, _ctx
-from build.__main__ import (
-    _CliArgs,
-    _cprint,
-    _error,
-    _extract_sdist,
-    _handle_build_error,
-    _natural_language_list,
-    _resolve_config_settings,
-    _setup_cli,
-    _styles,
-    _validate_sdist_archive,
-    _write_report,
-    main_parser,
-)
+from build import ConfigSettingsType, DistributionType, ProjectBuilder, RunnerType
 from build.__main__ import main as build_main
+from build.__main__ import main_parser
 from build.env import Installer
 
+from safe_build.buildcompat import Cli
 from safe_build.buildenvs import EnvStore
 from safe_build.errors import LockTimeout
 
 
-def main(arguments: Sequence[str], envs: EnvStore, prog: str | None = None) -> None:
-    """``python -m build`` with ``arguments``, isolated builds taking their environments from ``envs``.
+def main(arguments: Sequence[str], envs: EnvStore, cli: Cli, prog: str | None = None) -> None:
+    """``python -m build`` with ``arguments``, isolated builds taking their environments from ``envs``;
+    ``cli``: build's command-line helpers (``buildcompat.CLI``).
 
     What needs no cached environment, or a private one, is build's own ``main`` unchanged:
     ``--no-isolation``, ``--env-dir``, ``--metadata``, a wheel as the source, and the refusal to
@@ -54,7 +45,7 @@ def main(arguments: Sequence[str], envs: EnvStore, prog: str | None = None) -> N
     parser = main_parser()
     if prog:
         parser.prog = prog
-    args = parser.parse_args(arguments, _CliArgs())
+    args = parser.parse_args(arguments, cli.args_class())
     is_file = os.path.isfile(args.srcdir)
     sdist_input = is_file and args.srcdir.lower().endswith(".tar.gz")
     if (
@@ -66,7 +57,7 @@ def main(arguments: Sequence[str], envs: EnvStore, prog: str | None = None) -> N
     ):
         build_main(arguments, prog)
         return
-    _setup_cli(verbosity=args.verbosity)
+    cli.setup(verbosity=args.verbosity)
     if args.outdir is not None:
         outdir = args.outdir
     elif sdist_input:
@@ -74,8 +65,8 @@ def main(arguments: Sequence[str], envs: EnvStore, prog: str | None = None) -> N
     else:
         outdir = os.path.join(args.srcdir, "dist")
     # JSON settings pass through to the backend as they do in build
-    config_settings = cast(ConfigSettingsType, _resolve_config_settings(args))
-    with _handle_build_error(env_dir=None, sdist_extract_dir=args.sdist_extract_dir):
+    config_settings = cast(ConfigSettingsType, cli.resolve_config_settings(args))
+    with cli.handle_build_error(env_dir=None, sdist_extract_dir=args.sdist_extract_dir):
         constraints = ""
         if args.dependency_constraints_txt:
             constraints = Path(args.dependency_constraints_txt).read_text(encoding="utf-8").strip()
@@ -86,21 +77,22 @@ def main(arguments: Sequence[str], envs: EnvStore, prog: str | None = None) -> N
                 args.distributions,
                 config_settings,
                 envs,
+                cli=cli,
                 installer=args.installer,
                 constraints=constraints,
                 sdist_extract_dir=None if args.sdist_extract_dir is None else Path(args.sdist_extract_dir),
             )
         except LockTimeout as timeout:  # not a failed build: the exit code says so
-            _error(str(timeout), timeout.exit_code)
+            cli.error(str(timeout), timeout.exit_code)
         names = [path.name for path in built]
         if args.report is not None:
-            _write_report(args.report, outdir, names)
-        if _ctx.verbosity >= -1 and built:
-            styles = _styles.get()["stdout"]
-            artifacts = _natural_language_list(
+            cli.write_report(args.report, outdir, names)
+        if cli.verbosity() >= -1 and built:
+            styles = cli.styles()["stdout"]
+            artifacts = cli.natural_list(
                 ["{underline}{}{reset}{bold}{green}".format(name, **styles) for name in names]
             )
-            _cprint("{bold}{green}Successfully built {}{reset}", artifacts)
+            cli.cprint("{bold}{green}Successfully built {}{reset}", artifacts)
 
 
 def build(
@@ -110,6 +102,7 @@ def build(
     config_settings: ConfigSettingsType | None,
     envs: EnvStore,
     *,
+    cli: Cli,
     installer: Installer = "pip",
     constraints: str = "",
     sdist_extract_dir: Path | None = None,
@@ -126,23 +119,25 @@ def build(
         outdir=outdir,
         config_settings=config_settings,
         envs=envs,
+        cli=cli,
         installer=installer,
         constraints=constraints,
     )
+    extracted = partial(_extracted, cli)
     if srcdir.is_file() and srcdir.name.lower().endswith(".tar.gz"):
-        with _extracted(srcdir, sdist_extract_dir) as tree:
+        with extracted(srcdir, sdist_extract_dir) as tree:
             return [step(tree, distribution) for distribution in distributions or ["wheel"]]
     if distributions:
         return [step(srcdir, distribution) for distribution in distributions]
     sdist = step(srcdir, "sdist")
-    with _extracted(sdist, sdist_extract_dir) as tree:
-        _ctx.log("Building wheel from sdist", kind=("step",))
+    with extracted(sdist, sdist_extract_dir) as tree:
+        cli.log("Building wheel from sdist", kind=("step",))
         return [sdist, step(tree, "wheel")]
 
 
 @contextlib.contextmanager
-def _extracted(sdist: Path, extract_dir: Path | None) -> Iterator[Path]:
-    with _extract_sdist(sdist, _validate_sdist_archive(sdist), extract_dir=extract_dir) as tree:
+def _extracted(cli: Cli, sdist: Path, extract_dir: Path | None) -> Iterator[Path]:
+    with cli.extract_sdist(sdist, cli.validate_sdist(str(sdist)), extract_dir=extract_dir) as tree:
         yield Path(tree)
 
 
@@ -153,13 +148,14 @@ def _build_one(
     outdir: Path,
     config_settings: ConfigSettingsType | None,
     envs: EnvStore,
+    cli: Cli,
     installer: Installer,
     constraints: str,
 ) -> Path:
     """build's ``_build`` for one distribution, in the cached environment its requirements select."""
     runner: RunnerType = (
         pyproject_hooks.quiet_subprocess_runner
-        if _ctx.verbosity < 0
+        if cli.verbosity() < 0
         else pyproject_hooks.default_subprocess_runner
     )
     requirements = ProjectBuilder(srcdir).build_system_requires  # reads pyproject.toml, runs nothing
@@ -173,7 +169,7 @@ def _build_one(
             env = held.enter_context(environment(requirements | extra))
             builder = ProjectBuilder.from_isolated_env(env, srcdir, runner)
         if versions := env.installed_versions(requirements | extra):
-            _ctx.log(
+            cli.log(
                 "Installed build dependency versions:\n"
                 + "\n".join(f"- {name}=={version}" for name, version in sorted(versions.items())),
                 kind=("step",),

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 import build
 from build.__main__ import main_parser
@@ -35,8 +37,10 @@ TAKEN_OVER = frozenset({"srcdir", "outdir", "report"})
 PATH_OPTIONS = {
     "sdist_extract_dir": "--sdist-extract-dir",
     "env_dir": "--env-dir",
-    "dependency_constraints_txt": "--dependency-constraints-txt",
 }
+# The constraints file is read once, by parse (a pipe can be read only once, and the key must name
+# the very text the build uses): build gets a private copy of that text, see constraints_text.
+CONSTRAINTS = "dependency_constraints_txt"
 FLAG_OPTIONS = {
     "metadata": "--metadata",
     "no_isolation": "--no-isolation",
@@ -147,7 +151,7 @@ def forwarded(args: argparse.Namespace) -> list[str]:
 
 def _refuse_unknown(args: argparse.Namespace, command_line: argparse.ArgumentParser) -> None:
     """A newer ``build`` may have options safe-build does not know: refuse rather than drop them."""
-    known = TAKEN_OVER | OWN_OPTIONS | PATH_OPTIONS.keys() | FLAG_OPTIONS.keys()
+    known = TAKEN_OVER | OWN_OPTIONS | PATH_OPTIONS.keys() | FLAG_OPTIONS.keys() | {CONSTRAINTS}
     known |= {"verbosity", "distributions", "config_settings", "config_json", "installer"}
     for dest, value in vars(args).items():
         if dest not in known and value != command_line.get_default(dest):
@@ -156,6 +160,46 @@ def _refuse_unknown(args: argparse.Namespace, command_line: argparse.ArgumentPar
                 f"{safe_build.__version__}",
                 hint="upgrade safe-build, or run python -m build for this one",
             )
+
+
+def _check_installer(args: argparse.Namespace) -> None:
+    """``--installer uv`` with no uv to be found: build would fail with a traceback once the snapshot
+    was taken. uv is looked for where build's ``_UvBackend`` looks (not importable from build
+    without reaching into its private module): the ``uv`` package, else ``$UV`` or ``uv`` on PATH."""
+    if getattr(args, "installer", None) != "uv" or args.no_isolation:
+        return
+    try:
+        import uv  # type: ignore[import-not-found]  # noqa: PLC0415 (an optional package)
+
+        uv.find_uv_bin()
+    except (ModuleNotFoundError, FileNotFoundError):
+        if shutil.which(os.environ.get("UV") or "uv") is None:
+            raise SafeBuildError(
+                "--installer uv: no uv executable found (the uv package, $UV, or uv on PATH)",
+                hint="install uv (pip install uv), or leave out --installer uv",
+            ) from None
+
+
+def constraints_text(args: argparse.Namespace) -> str | None:
+    """The text of ``--dependency-constraints-txt`` as :func:`parse` read it, or None."""
+    text: str | None = getattr(args, "constraints_text", None)
+    return text
+
+
+def _read_constraints(args: argparse.Namespace) -> None:
+    """Read ``--dependency-constraints-txt`` once, now; one that cannot be read is bad input, said
+    before any work."""
+    path = getattr(args, CONSTRAINTS, None)
+    if path is None:
+        return
+    try:
+        args.constraints_text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise SafeBuildError(
+            f"cannot read the constraints file {path} (--dependency-constraints-txt): {reason}",
+            hint="name a readable pip constraints file",
+        ) from None
 
 
 def _build_version() -> str:
@@ -169,6 +213,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     if args.in_place and args.isolation not in (None, "in-place"):
         command_line.error(f"argument --in-place: not allowed with argument --isolation {args.isolation}")
     _refuse_unknown(args, command_line)
+    _check_installer(args)
+    _read_constraints(args)
     if getattr(args, "config_json", None) is not None:
         try:
             settings = json.loads(args.config_json)

@@ -220,7 +220,6 @@ def _plan(request: _Request) -> traversal.Plan:
 def _key_inputs(request: _Request) -> dict[str, object]:
     """What, besides the source and the environment, decides this build's artifacts."""
     args = request.args
-    constraints = getattr(args, "dependency_constraints_txt", None)
     return {
         "distributions": list(dict.fromkeys(args.distributions or ())),
         "config_settings": list(getattr(args, "config_settings", None) or ()),
@@ -229,7 +228,7 @@ def _key_inputs(request: _Request) -> dict[str, object]:
         "no_isolation": args.no_isolation,
         "skip_dependency_check": args.skip_dependency_check,
         "installer": getattr(args, "installer", None),
-        "constraints": Path(constraints).read_text(encoding="utf-8") if constraints else None,
+        "constraints": options.constraints_text(args),
         # where the tree lies: a backend may write it into the metadata (_real_paths), so a copy of
         # the same files elsewhere must not be served artifacts that name this place
         "tree": str(request.tree.root),
@@ -311,7 +310,11 @@ def _env_store(request: _Request) -> EnvStore | None:
     settings, store = request.settings, request.store
     if request.args.no_isolation or settings.fresh_env.value or store is None:
         return None
-    from safe_build import buildenvs  # noqa: PLC0415
+    from safe_build import buildcompat, buildenvs  # noqa: PLC0415
+
+    if buildcompat.CLI is None:  # build's own steps cannot be reused: build's main makes a fresh one
+        buildcompat.fallback_warning()
+        return None
 
     return buildenvs.EnvStore(
         request.state, max_age=settings.env_max_age.value, refresh=settings.refresh.value, using=store.using
@@ -458,6 +461,10 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, en
     With ``envs``, isolated builds take their environment from there instead of making one.
     """
     arguments = options.forwarded(args)
+    constraints = options.constraints_text(args)
+    if constraints is not None:  # the text parse read and the key names, whatever the file holds now
+        (work / "constraints.txt").write_text(constraints, encoding="utf-8")
+        arguments.append(f"--dependency-constraints-txt={work / 'constraints.txt'}")
     if not args.metadata:
         arguments.append(f"--outdir={work / 'out'}")
     if report:
@@ -479,8 +486,10 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, en
         main = partial(build_main, arguments, "python -m build")
     else:
         from safe_build import envbuild  # noqa: PLC0415
+        from safe_build.buildcompat import CLI  # noqa: PLC0415
 
-        main = partial(envbuild.main, arguments, envs, "python -m build")
+        assert CLI is not None, "_env_store hands out a store only with build's helpers"
+        main = partial(envbuild.main, arguments, envs, CLI, "python -m build")
     code = runner.run(main, cwd=work, env=env, output=output)
     if code == 0:
         if args.metadata and output.stdout is not None:

@@ -1,0 +1,190 @@
+"""The one module that uses what ``build`` does not promise to keep, behind a wall.
+
+An isolated build with a cached environment (``envbuild``) runs build's own command-line steps
+(console set-up, sdist checks and extraction, error reporting, the JSON report) and makes its
+environments with build's ``DefaultIsolatedEnv``, so that it prints and does what
+``python -m build`` prints and does. Those steps are private to build: ``build.__main__``'s
+underscored helpers, ``build._ctx``, and ``DefaultIsolatedEnv.install(_fresh=True)``. Any build
+release may rename them or change how they are called.
+
+So nothing else imports them. At import this module checks that each name is there and accepts
+the call safe-build makes (its parameters, by ``inspect.signature``). If anything is off,
+:data:`PROBLEM` says what, :data:`CLI` is None, and safe-build builds as ``python -m build`` does,
+in a fresh isolated environment through build's public ``main`` (correct, only slower), after
+one warning naming build's version (:func:`fallback_warning`). The public names (``main``,
+``main_parser``, ``ProjectBuilder``, ``DefaultIsolatedEnv`` itself) are imported where they are
+used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+import build
+
+if TYPE_CHECKING:
+    from subprocess import CalledProcessError
+
+    from build.env import Installer
+
+Log = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Cli:
+    """build's command-line helpers, as ``build.__main__.main`` uses them."""
+
+    args_class: type  # _CliArgs: the namespace main_parser's arguments are parsed into
+    setup: Callable[..., None]  # _setup_cli(*, verbosity): colours, warnings, the logger
+    cprint: Callable[..., None]  # _cprint(fmt, msg, file=None): a line in build's colours
+    error: Callable[..., NoReturn]  # _error(msg, code=1): "ERROR msg", then exit
+    styles: Callable[[], Mapping[str, Mapping[str, str]]]  # _styles.get(): the colours per stream
+    handle_build_error: Callable[..., AbstractContextManager[None]]  # build's error reporting
+    resolve_config_settings: Callable[[Any], Mapping[str, object]]  # -C/--config-json as build reads them
+    validate_sdist: Callable[[str], str]  # an sdist's top-level directory, or BuildException
+    extract_sdist: Callable[..., AbstractContextManager[str]]  # the sdist unpacked, for the body
+    write_report: Callable[[str, str, list[str]], None]  # --report's JSON
+    natural_list: Callable[[list[str]], str]  # "a, b and c"
+    log: Log  # _ctx.log(message, kind=...): a step, a subprocess line
+    verbosity: Callable[[], int]  # _ctx.verbosity
+    log_subprocess_error: Callable[[Any], None]  # a failed command and its output, in build's style
+
+
+# How safe-build calls each private name: (module, name, positional arguments, keyword arguments).
+# A name must exist and accept exactly such a call; the values are placeholders, never used.
+_CALLS: tuple[tuple[str, str, tuple[object, ...], dict[str, object]], ...] = (
+    ("build.__main__", "_setup_cli", (), {"verbosity": 0}),
+    ("build.__main__", "_cprint", ("{}", "message"), {"file": None}),
+    ("build.__main__", "_error", ("message", 1), {}),
+    ("build.__main__", "_handle_build_error", (), {"env_dir": None, "sdist_extract_dir": None}),
+    ("build.__main__", "_resolve_config_settings", (object(),), {}),
+    ("build.__main__", "_validate_sdist_archive", ("a.tar.gz",), {}),
+    ("build.__main__", "_extract_sdist", ("a.tar.gz", "a"), {"extract_dir": None}),
+    ("build.__main__", "_write_report", ("report.json", "dist", []), {}),
+    ("build.__main__", "_natural_language_list", ([],), {}),
+    ("build._ctx", "log_subprocess_error", (object(),), {}),
+)
+
+
+def _check(found: object, where: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str | None:
+    """Why ``found`` cannot take the call, or None."""
+    if not callable(found):
+        return f"{where} is not callable"
+    try:
+        inspect.signature(found).bind(*args, **kwargs)
+    except TypeError as error:
+        return f"{where} takes other arguments ({error})"
+    except ValueError:  # no signature to read: trust the name
+        return None
+    return None
+
+
+def _problem(modules: Mapping[str, object], isolated_env: type) -> str | None:
+    """Why build's helpers in ``modules`` cannot be used as safe-build uses them, or None."""
+    for module, name, args, kwargs in _CALLS:
+        where = f"{module}.{name}"
+        found = getattr(modules[module], name, None)
+        problem = f"{where} is missing" if found is None else _check(found, where, args, kwargs)
+        if problem is not None:
+            return problem
+    install = getattr(isolated_env, "install", None)
+    fresh = {"constraints": [], "_fresh": True}
+    if (problem := _check(install, "DefaultIsolatedEnv.install", (None, ["req"]), fresh)) is not None:
+        return problem
+    main = modules["build.__main__"]
+    if not isinstance(getattr(main, "_CliArgs", None), type):
+        return "build.__main__._CliArgs is missing"
+    if not callable(getattr(getattr(main, "_styles", None), "get", None)):
+        return "build.__main__._styles is missing"
+    for name in ("log", "verbosity"):  # served by the module's __getattr__
+        try:
+            getattr(modules["build._ctx"], name)
+        except AttributeError:
+            return f"build._ctx.{name} is missing"
+    return None
+
+
+def _load() -> tuple[Cli | None, str | None]:
+    """build's helpers, or why they cannot be used."""
+    try:
+        import build.__main__ as main  # noqa: PLC0415
+        from build import _ctx  # noqa: PLC0415
+        from build.env import DefaultIsolatedEnv  # noqa: PLC0415
+    except ImportError as error:
+        return None, f"cannot import {error.name or error}"
+    problem = _problem({"build.__main__": main, "build._ctx": _ctx}, DefaultIsolatedEnv)
+    if problem is not None:
+        return None, problem
+
+    def log(message: str, *, kind: tuple[str, ...] | None = None) -> None:
+        _ctx.log(message, kind=kind)  # looked up at each call: _setup_cli sets the logger later
+
+    cli = Cli(
+        args_class=main._CliArgs,
+        setup=main._setup_cli,
+        cprint=main._cprint,
+        error=main._error,
+        styles=main._styles.get,
+        handle_build_error=main._handle_build_error,
+        resolve_config_settings=main._resolve_config_settings,
+        validate_sdist=main._validate_sdist_archive,
+        extract_sdist=main._extract_sdist,
+        write_report=main._write_report,
+        natural_list=main._natural_language_list,
+        log=log,
+        verbosity=lambda: int(_ctx.verbosity),
+        log_subprocess_error=_ctx.log_subprocess_error,
+    )
+    return cli, None
+
+
+CLI, PROBLEM = _load()
+
+
+def log(message: str, *, kind: tuple[str, ...] | None = None) -> None:
+    """A console line through build's logger (as build's own steps print them), else plainly."""
+    if CLI is not None:
+        CLI.log(message, kind=kind)
+    else:
+        print(message, file=sys.stderr)
+
+
+def log_subprocess_error(error: CalledProcessError) -> None:
+    """A failed command and its output, as build shows them, else plainly."""
+    if CLI is not None:
+        CLI.log_subprocess_error(error)
+    else:
+        print(f"{error}\n{error.stdout or ''}{error.stderr or ''}", file=sys.stderr)
+
+
+def make_environment(path: str, installer: Installer, requirements: list[str], constraints: list[str]) -> str:
+    """A new virtual environment at ``path`` holding ``requirements``, made by build's own
+    ``DefaultIsolatedEnv`` as a fresh isolated build makes it; its interpreter.
+
+    The environment stays: ``__exit__``, which would remove it, is never called. ``_fresh`` is
+    what build's command line passes for a new environment (checked at import; without it, the
+    call build's public API promises).
+    """
+    from build.env import DefaultIsolatedEnv  # noqa: PLC0415
+
+    isolated = DefaultIsolatedEnv(installer=installer, path=path)
+    isolated.__enter__()
+    if CLI is not None:
+        isolated.install(requirements, constraints=constraints, _fresh=True)
+    else:
+        isolated.install(requirements, constraints=constraints)
+    return isolated.python_executable
+
+
+def fallback_warning(stream: TextIO | None = None) -> None:
+    """Say once, for a run whose isolated builds make a fresh environment because of :data:`PROBLEM`."""
+    print(
+        f"safe-build: warning: build {build.__version__} is not one this safe-build knows ({PROBLEM}); "
+        "isolated builds make a fresh environment each time, as python -m build does",
+        file=stream or sys.stderr,
+    )
