@@ -15,8 +15,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import check_manifest
-
+from safe_build_hooks import manifestcompat
 from safe_build_hooks.packages import owner
 
 
@@ -31,16 +30,14 @@ def sdist_holds_tracked_files(package: Path, sdist: Path) -> str | None:
     """Every file git tracks in the package is in the sdist, unless check-manifest's rules excuse it.
 
     The rules are its defaults, ``[tool.check-manifest] ignore`` and what ``MANIFEST.in``
-    excludes. Files of a package nested in this one are that package's business.
+    excludes. Files of a package nested in this one are that package's business. With a
+    check-manifest whose functions changed (``manifestcompat.PROBLEM``), its command line judges.
     """
-    ui = check_manifest.UI(verbosity=0)
+    if manifestcompat.PROBLEM is not None:
+        return manifestcompat.command_line_check(package, _warn)
     try:
-        with check_manifest.cd(package):
-            ignore, _ = check_manifest.read_config()
-            ignore += check_manifest.read_manifest(ui)
-            tracked: list[str] = check_manifest.strip_sdist_extras(ignore, check_manifest.get_vcs_files(ui))
-        packed: list[str] = check_manifest.get_sdist_file_list(str(sdist), ignore)
-    except check_manifest.Failure as error:
+        tracked, packed = manifestcompat.tracked_and_packed(package, sdist)
+    except manifestcompat.ManifestError as error:
         return f"check-manifest: {error}"
     missing = sorted(name for name in set(tracked) - set(packed) if owner(package / name, package) == package)
     if not missing:
@@ -50,6 +47,10 @@ def sdist_holds_tracked_files(package: Path, sdist: Path) -> str | None:
         f"{sdist.name} lacks files that git tracks (include them in the sdist, or list them in "
         f"[tool.check-manifest] ignore):\n{listed}"
     )
+
+
+def _warn(message: str) -> None:
+    print(f"safe-build-check-hook: warning: {message}", file=sys.stderr)
 
 
 def wheel_holds_sdist_packages(package: Path, sdist: Path, wheel: Path, scratch: Path) -> str | None:
