@@ -54,7 +54,8 @@ STATE_HINT = (
     "make room or fix its permissions, or choose another cache directory with --cache-dir or "
     "SAFE_BUILD_CACHE_DIR"
 )
-SECONDS_HINT = "give a number of seconds, 0 or more (0 means: do not wait at all)"
+SECONDS_HINT = "give a number of seconds, 0 or more, such as 600 (0 means: do not wait at all)"
+DAYS_HINT = "give a number of days, 0 or more, such as 7 or 0.5 (0 means: a new build environment each time)"
 ENVIRONMENT_LOCK_FILES = (ENVIRONMENT_LOCK_NAME, f"{ENVIRONMENT_LOCK_NAME}.holders")  # in a venv
 UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
 TIMEOUT = 120  # a refusal is quick: a command still running after this hangs
@@ -294,6 +295,19 @@ CASES: dict[str, Case] = {
         2,
         f"safe-build: error: invalid value 'soon' for SAFE_BUILD_LOCK_TIMEOUT; {SECONDS_HINT}",
         env={"SAFE_BUILD_LOCK_TIMEOUT": "soon"},
+    ),
+    "bad-days-variable": Case(
+        GOOD,
+        2,
+        f"safe-build: error: invalid value '-3' for SAFE_BUILD_ENV_MAX_AGE; {DAYS_HINT}",
+        env={"SAFE_BUILD_ENV_MAX_AGE": "-3"},
+    ),
+    "bad-days-tool-value": Case(
+        BAD,
+        2,
+        f"safe-build: error: invalid value 'a week' for env-max-age in [tool.safe-build] of "
+        f"{{bad}}/pyproject.toml; {DAYS_HINT}",
+        files=flit(FLIT_TOML + '\n[tool.safe-build]\nenv-max-age = "a week"\n'),
     ),
     "missing-srcdir": Case(
         ("{missing}", "-nw", "-o", "{out}"),

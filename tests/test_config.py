@@ -144,6 +144,9 @@ def only_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 IN_FILE = "in [tool.safe-build] of {file}"
+# each number's refusal names its own unit, with an example
+SECONDS = "give a number of seconds, 0 or more, such as 600 (0 means: do not wait at all)"
+DAYS = "give a number of days, 0 or more, such as 7 or 0.5 (0 means: a new build environment each time)"
 # the end of pyproject.toml -> the start of the error line
 FILE_ERRORS = {
     TABLE + "lock_timeout = 5": "unknown key 'lock_timeout' in [tool.safe-build] of {file}; "
@@ -151,7 +154,10 @@ FILE_ERRORS = {
     TABLE + 'isolation = "fast"': f"invalid value 'fast' for isolation {IN_FILE}; use one of: auto, copy",
     TABLE + 'lock-timeout = "5"': f"invalid value '5' for lock-timeout {IN_FILE}",
     TABLE + "lock-timeout = -1": f"invalid value -1 for lock-timeout {IN_FILE}",
-    TABLE + "lock-timeout = true": f"invalid value True for lock-timeout {IN_FILE}",
+    TABLE + "lock-timeout = true": f"invalid value True for lock-timeout {IN_FILE}; {SECONDS}",
+    TABLE + "lock-timeout = nan": f"invalid value nan for lock-timeout {IN_FILE}; {SECONDS}",
+    TABLE + "env-max-age = -3": f"invalid value -3 for env-max-age {IN_FILE}; {DAYS}",
+    TABLE + 'env-max-age = "7d"': f"invalid value '7d' for env-max-age {IN_FILE}; {DAYS}",
     TABLE + 'include = "gen.py"': f"invalid value 'gen.py' for include {IN_FILE}",
     TABLE + 'exclude = ["docs", "../x"]': f"invalid value '../x' for exclude {IN_FILE}",
     TABLE + 'exclude = ["/etc"]': f"invalid value '/etc' for exclude {IN_FILE}",
@@ -186,6 +192,17 @@ OTHER_ERRORS: dict[str, tuple[dict[str, str], list[str], str]] = {
         "invalid value '..' for SAFE_BUILD_EXCLUDE",
     ),
     "pattern flag": ({}, ["--include", "../*.py"], "invalid value '../*.py' for --include"),
+    "days variable": (
+        {"SAFE_BUILD_ENV_MAX_AGE": "-3"},
+        [],
+        f"invalid value '-3' for SAFE_BUILD_ENV_MAX_AGE; {DAYS}",
+    ),
+    "seconds variable": (
+        {"SAFE_BUILD_LOCK_TIMEOUT": "-1"},
+        [],
+        f"invalid value '-1' for SAFE_BUILD_LOCK_TIMEOUT; {SECONDS}",
+    ),
+    "seconds flag": ({}, ["--lock-timeout", "nan"], f"invalid value 'nan' for --lock-timeout; {SECONDS}"),
     "mode flag": ({}, ["--isolation", "fast"], "argument --isolation: invalid choice: 'fast'"),
     "two modes": (
         {},

@@ -31,7 +31,8 @@ DEFAULT_LOCK_TIMEOUT = 3600.0  # generous: a wait this long means something is s
 DEFAULT_ENV_MAX_AGE_DAYS = 7  # unpinned build requirements are resolved again at least this often
 TABLE = "[tool.safe-build]"
 DEFAULT = "default"  # the origin of a value nobody set
-SECONDS_HINT = "give a number of seconds, 0 or more (0 means: do not wait at all)"
+SECONDS_HINT = "give a number of seconds, 0 or more, such as 600 (0 means: do not wait at all)"
+DAYS_HINT = "give a number of days, 0 or more, such as 7 or 0.5 (0 means: a new build environment each time)"
 
 
 class _Invalid(ValueError):
@@ -114,17 +115,26 @@ def _isolation(value: object) -> Isolation:
 
 
 def _seconds(value: object) -> float:
-    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-    if math.isnan(number) or number < 0:
-        raise _Invalid(value, SECONDS_HINT)
-    return float(number)
+    return _amount(value, SECONDS_HINT)
 
 
 def _seconds_text(text: str) -> float:
+    return _amount_text(text, SECONDS_HINT)
+
+
+def _amount(value: object, hint: str) -> float:
+    """A number, 0 or more (infinity too: no limit); ``hint`` says in what unit."""
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if math.isnan(number) or number < 0:
+        raise _Invalid(value, hint)
+    return float(number)
+
+
+def _amount_text(text: str, hint: str) -> float:
     try:
-        return _seconds(float(text))
+        return _amount(float(text), hint)
     except ValueError:  # not a number, or (an _Invalid) not one of 0 or more: show the text as given
-        raise _Invalid(text, SECONDS_HINT) from None
+        raise _Invalid(text, hint) from None
 
 
 def _patterns(value: object, *, above: bool = False) -> tuple[str, ...]:
@@ -180,11 +190,11 @@ def _bool(value: object) -> bool:
 
 
 def _days(value: object) -> float:
-    return _seconds(value) * 86400
+    return _amount(value, DAYS_HINT) * 86400
 
 
 def _days_text(text: str) -> float:
-    return _seconds_text(text) * 86400
+    return _amount_text(text, DAYS_HINT) * 86400
 
 
 def _user_cache_dir() -> Path:
