@@ -315,6 +315,19 @@ CASES: dict[str, Case] = {
         "safe-build: error: no such file or directory: {missing}; "
         "pass the project directory (the one with pyproject.toml or setup.py)",
     ),
+    # the one line stays one line, whatever the path holds
+    "srcdir-with-a-newline": Case(
+        ("{missing}\nx", "-nw", "-o", "{out}"),
+        2,
+        "safe-build: error: no such file or directory: {missing}\\nx; "
+        "pass the project directory (the one with pyproject.toml or setup.py)",
+    ),
+    "srcdir-not-utf-8": Case(
+        ("{missing}\udcff", "-nw", "-o", "{out}"),
+        2,
+        "safe-build: error: no such file or directory: {missing}\\xff; "
+        "pass the project directory (the one with pyproject.toml or setup.py)",
+    ),
     "unreadable-srcdir": Case(
         BAD,
         2,

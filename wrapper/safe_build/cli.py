@@ -83,8 +83,22 @@ def _exit(code: int) -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"safe-build: error: {message}", file=sys.stderr, flush=True)
+    print(f"safe-build: error: {_one_line(message)}", file=sys.stderr, flush=True)
     return code
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line whatever the paths in it hold: a control character (a newline in a
+    file name) as its escape, a byte that is not UTF-8 (a surrogate from the file system) as ``\\xNN``."""
+    if message.isprintable():
+        return message
+    return "".join(_escaped(char) if not char.isprintable() else char for char in message)
+
+
+def _escaped(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":  # os.fsdecode's stand-in for an undecodable byte
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 @contextlib.contextmanager
