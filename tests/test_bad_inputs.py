@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -160,6 +161,32 @@ def full_disk(values: Fields) -> Iterator[None]:
         subprocess.run(["umount", str(mount)], check=True)
 
 
+def made(make: Callable[[Path], object], relative: str = "") -> Setting:
+    """``{bad}/relative`` made by ``make`` (a named pipe, a socket, a link, bytes a text cannot hold)."""
+
+    @contextlib.contextmanager
+    def setting(values: Fields) -> Iterator[None]:
+        make(Path(values["bad"], relative))
+        yield
+
+    return setting
+
+
+def socket_file(path: Path) -> None:
+    os.mknod(path, 0o600 | stat.S_IFSOCK)
+
+
+def link_to_missing(path: Path) -> None:
+    path.symlink_to(path.with_name("missing"))
+
+
+NOT_UTF8 = b'\n[tool.demo]\nname = "caf\xe9"\n'  # Latin-1
+
+
+def not_utf8(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + NOT_UTF8)
+
+
 @contextlib.contextmanager
 def project_locked(values: Fields) -> Iterator[None]:
     """The project lock held exclusive by this test process, as an in-place build would hold it."""
@@ -229,6 +256,34 @@ CASES: dict[str, Case] = {
         "safe-build: error: invalid TOML in {bad}/pyproject.toml: Expected ']' at the end of a table "
         "declaration (at line 1, column 9); fix the file and build again",
         files={"pyproject.toml": "[project\nname = 'x'\n"},
+    ),
+    "pyproject-nested-too-deeply": Case(
+        BAD,
+        2,
+        "safe-build: error: cannot parse {bad}/pyproject.toml: maximum recursion depth exceeded (arrays or "
+        "tables nest too deeply); nest them less deeply and build again",
+        files=flit(FLIT_TOML + "x = " + "[" * 5000 + "]" * 5000 + "\n"),
+    ),
+    "pyproject-inline-tables-nested-too-deeply": Case(
+        BAD,
+        2,
+        "safe-build: error: cannot parse {bad}/pyproject.toml: maximum recursion depth exceeded (arrays or "
+        "tables nest too deeply); nest them less deeply and build again",
+        files=flit(FLIT_TOML + "x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n"),
+    ),
+    "pyproject-not-utf-8": Case(
+        BAD,
+        2,
+        f"safe-build: error: invalid TOML in {{bad}}/pyproject.toml: not UTF-8 (byte 0xe9 at offset "
+        f"{len(FLIT_TOML) + NOT_UTF8.index(0xE9)}); save the file as UTF-8 and build again",
+        files=flit(),
+        setting=made(not_utf8, "pyproject.toml"),
+    ),
+    "pyproject-is-a-directory": Case(
+        BAD,
+        2,
+        "safe-build: error: {bad}/pyproject.toml is a directory, not a file; make it a file, or remove it",
+        files={"pyproject.toml/README": "", "setup.py": "import setuptools\nsetuptools.setup()\n"},
     ),
     "build-system-without-requires": Case(
         BAD,
@@ -314,6 +369,39 @@ CASES: dict[str, Case] = {
         2,
         "safe-build: error: no such file or directory: {missing}; "
         "pass the project directory (the one with pyproject.toml or setup.py)",
+    ),
+    "srcdir-is-a-named-pipe": Case(
+        BAD,
+        2,
+        "safe-build: error: {bad} is a named pipe, not a project directory or a .tar.gz source distribution; "
+        "pass the project directory (the one with pyproject.toml or setup.py)",
+        setting=made(os.mkfifo),
+    ),
+    "srcdir-is-a-socket": Case(
+        BAD,
+        2,
+        "safe-build: error: {bad} is a socket, not a project directory or a .tar.gz source distribution; "
+        "pass the project directory (the one with pyproject.toml or setup.py)",
+        setting=made(socket_file),
+    ),
+    "srcdir-is-a-device": Case(
+        ("/dev/null", "-nw", "-o", "{out}"),
+        2,
+        "safe-build: error: /dev/null is a character device, not a project directory or a .tar.gz source "
+        "distribution; pass the project directory (the one with pyproject.toml or setup.py)",
+    ),
+    "srcdir-is-a-dangling-link": Case(
+        BAD,
+        2,
+        "safe-build: error: no such file or directory: {bad}, a link to {missing}, which does not exist; "
+        "pass the project directory (the one with pyproject.toml or setup.py)",
+        setting=made(link_to_missing),
+    ),
+    "srcdir-is-empty": Case(
+        ("", "-nw", "-o", "{out}"),
+        2,
+        "safe-build: error: the source directory is an empty string; "
+        "pass the project directory (the one with pyproject.toml or setup.py), or . for this one",
     ),
     # the one line stays one line, whatever the path holds
     "srcdir-with-a-newline": Case(

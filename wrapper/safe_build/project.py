@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,16 @@ class Source:
 
 def resolve(argument: str) -> Source:
     """Check ``argument`` names something buildable and say clearly what to do if not."""
+    if not argument:
+        raise SafeBuildError(
+            "the source directory is an empty string",
+            hint="pass the project directory (the one with pyproject.toml or setup.py), or . for this one",
+        )
     path = Path(argument).absolute()
     if not path.exists():
+        target = f", a link to {os.readlink(path)}, which does not exist" if path.is_symlink() else ""
         raise SafeBuildError(
-            f"no such file or directory: {argument}",
+            f"no such file or directory: {argument}{target}",
             hint="pass the project directory (the one with pyproject.toml or setup.py)",
             path=path,
         )
@@ -51,6 +58,12 @@ def resolve(argument: str) -> Source:
             hint="pass the project directory (the one with pyproject.toml or setup.py)",
             path=path,
         )
+    if not path.is_dir():  # a named pipe, a socket, a device
+        raise SafeBuildError(
+            f"{argument} is a {_kind(path)}, not a project directory or a .tar.gz source distribution",
+            hint="pass the project directory (the one with pyproject.toml or setup.py)",
+            path=path,
+        )
     root = Path(os.path.realpath(path))
     try:
         present = [name for name in PROJECT_FILES if (root / name).is_file()]
@@ -61,6 +74,10 @@ def resolve(argument: str) -> Source:
             hint="fix its permissions or run as a user who can read it",
             path=root,
         ) from None
+    toml = root / "pyproject.toml"
+    if "pyproject.toml" not in present and toml.exists():  # build would read it, and fail or hang
+        what = "a directory" if toml.is_dir() else f"a {_kind(toml)}"
+        raise SafeBuildError(f"{toml} is {what}, not a file", hint="make it a file, or remove it", path=toml)
     if not present:
         raise SafeBuildError(
             f"{argument} is not a Python project: it has no pyproject.toml or setup.py",
@@ -71,6 +88,18 @@ def resolve(argument: str) -> Source:
     return Source("project", root, pyproject)
 
 
+def _kind(path: Path) -> str:
+    """What ``path`` is, for a message: a named pipe, a socket, a device."""
+    mode = path.stat().st_mode
+    kinds = (
+        (stat.S_ISFIFO, "named pipe"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "special file")
+
+
 def read_pyproject(pyproject: Path) -> dict[str, Any]:
     """The parsed ``pyproject.toml``; fail with the file, line and column if it is not valid TOML."""
     try:
@@ -79,6 +108,19 @@ def read_pyproject(pyproject: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         raise SafeBuildError(
             f"invalid TOML in {pyproject}: {error}", hint="fix the file and build again", path=pyproject
+        ) from None
+    except UnicodeDecodeError as error:
+        raise SafeBuildError(
+            f"invalid TOML in {pyproject}: not UTF-8 (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start})",
+            hint="save the file as UTF-8 and build again",
+            path=pyproject,
+        ) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep; build says only this
+        raise SafeBuildError(
+            f"cannot parse {pyproject}: maximum recursion depth exceeded (arrays or tables nest too deeply)",
+            hint="nest them less deeply and build again",
+            path=pyproject,
         ) from None
     except OSError as error:
         raise SafeBuildError(
