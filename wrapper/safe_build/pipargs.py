@@ -1,256 +1,43 @@
-"""What a pip command line asks for, read without starting pip: the command, where it installs,
+"""What a pip command line asks for, as the target's own pip read it: the command, where it installs,
 which cache it uses, and which of its requirements are local project directories.
 
-The command line is read as pip's own optparse parsers read it (long options may be abbreviated,
-short ones clustered, ``--`` ends the options), from a table of pip 26.3's options that a test
-compares with the installed pip. Whatever is not understood (an option of a newer pip, a
-requirement file that cannot be read) is left to pip as it is: pip then reports its own error, or
-does what it would have done without safe-build.
+The gated pip (``pipgate_program``) reads the command line, its requirement files and pip's
+configuration with pip's own parsers and sends a JSON description; ``Description.from_json``
+turns it into the few things safe-pip needs. The description also says where each option's value is
+written on the command line (the argument and what precedes the value in it), so that safe-pip can
+hand pip private copies: of requirement files that name local projects (pointing at their shims) and
+of requirement files read from a pipe or a FIFO (which can be read only once).
 
-Requirement files are read as ``pip/_internal/req/req_file.py`` reads them: continuation lines
-joined, comments dropped, ``${VAR}`` expanded, nested ``-r``/``-c`` files relative to the file
-that names them, requirements and editables relative to the working directory.
+A requirement file's lines come with their line number as pip counts it (the first physical line of
+a logical one); a copy replaces those lines and keeps every other byte.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shlex
 import tempfile
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from safe_build import pipconfig
-
-
-@dataclass(frozen=True)
-class _Option:
-    name: str  # pip's name for it: the first long spelling
-    takes_value: bool
-
-
-def _options(values: str, flags: str = "") -> dict[str, _Option]:
-    """A parser's options from ``-r/--requirement``-style groups of spellings of one option."""
-    table = {}
-    for takes_value, groups in ((True, values), (False, flags)):
-        for group in groups.split():
-            spellings = group.split("/")
-            name = next(spelling for spelling in spellings if spelling.startswith("--"))
-            table.update({spelling: _Option(name, takes_value) for spelling in spellings})
-    return table
-
-
-# pip 26.3's options, per parser (tests/test_pip.py compares them with the installed pip's parsers)
-GENERAL = _options(
-    "--cache-dir --cert --client-cert --exists-action --keyring-provider --log/--log-file/--local-log "
-    "--proxy --python --resume-retries --retries --timeout/--default-timeout --trusted-host "
-    "--use-deprecated --use-feature",
-    "--debug --disable-pip-version-check --isolated --no-cache-dir --no-color --no-input --no-proxy-env "
-    "--no-python-version-warning --require-virtualenv/--require-venv -V/--version -h/--help -q/--quiet "
-    "-v/--verbose",
-)
-_IN_COMMANDS = {spelling: option for spelling, option in GENERAL.items() if option.name != "--version"}
-_RESOLVE = (
-    "--all-releases --build-constraint --extra-index-url --group --no-binary --only-binary --only-final "
-    "--progress-bar --refresh-package --requirements-from-script "
-    "--src/--source/--source-dir/--source-directory --uploaded-prior-to -c/--constraint -f/--find-links "
-    "-i/--index-url/--pypi-url -r/--requirement",
-    "--check-build-dependencies --ignore-requires-python --no-build-isolation --no-clean "
-    "--no-deps/--no-dependencies --no-index --no-require-hashes --only-deps/--only-dependencies --pre "
-    "--prefer-binary --require-hashes --use-pep517",
-)
-_SELECT = "--abi --implementation --platform --python-version"
-_INDEX = "--all-releases --extra-index-url --no-binary --only-binary --only-final --refresh-package "
-_INDEX += "--uploaded-prior-to -f/--find-links -i/--index-url/--pypi-url"
-COMMANDS: dict[str, dict[str, _Option]] = {
-    name: {**_IN_COMMANDS, **table}
-    for name, table in {
-        "install": _options(
-            f"{_RESOLVE[0]} {_SELECT} --prefix --report --root --root-user-action --upgrade-strategy "
-            "-C/--config-settings -e/--editable -t/--target",
-            f"{_RESOLVE[1]} --break-system-packages --compile --dry-run --force-reinstall --no-compile "
-            "--no-user --no-warn-conflicts --no-warn-script-location --user -I/--ignore-installed "
-            "-U/--upgrade",
-        ),
-        "lock": _options(f"{_RESOLVE[0]} -C/--config-settings -e/--editable -o/--output", _RESOLVE[1]),
-        "download": _options(
-            f"{_RESOLVE[0]} {_SELECT} -d/--dest/--destination-dir/--destination-directory", _RESOLVE[1]
-        ),
-        "wheel": _options(
-            f"{_RESOLVE[0]} -C/--config-settings -e/--editable -w/--wheel-dir", f"{_RESOLVE[1]} --no-verify"
-        ),
-        "uninstall": _options("--root-user-action -r/--requirement", "--break-system-packages -y/--yes"),
-        "freeze": _options("--exclude --path -r/--requirement", "--all --exclude-editable --user -l/--local"),
-        "inspect": _options("--path", "--local --user"),
-        "list": _options(
-            f"{_INDEX} --exclude --format --path",
-            "--exclude-editable --include-editable --no-index --not-required --pre --prefer-binary --user "
-            "-e/--editable -l/--local -o/--outdated -u/--uptodate",
-        ),
-        "show": _options("", "-f/--files"),
-        "check": _options(""),
-        "config": _options("--editor", "--global --site --user"),
-        "search": _options("-i/--index"),
-        "cache": _options("--format"),
-        "index": _options(
-            f"{_INDEX} {_SELECT}", "--ignore-requires-python --json --no-index --pre --prefer-binary"
-        ),
-        "hash": _options("-a/--algorithm"),
-        "completion": _options("", "-b/--bash -f/--fish -p/--powershell -z/--zsh"),
-        "debug": _options(_SELECT),
-        "help": _options(""),
-    }.items()
-}
-# the options a requirement file's line may carry (pip's SUPPORTED_OPTIONS and SUPPORTED_OPTIONS_REQ)
-FILE_LINE = _options(
-    "--extra-index-url --no-binary --only-binary --all-releases --only-final --trusted-host --use-feature "
-    "--hash -i/--index-url/--pypi-url -c/--constraint -r/--requirement -e/--editable -f/--find-links "
-    "-C/--config-settings",
-    "--no-index --prefer-binary --require-hashes --no-require-hashes --pre",
-)
-
-POSITIONAL = ""  # the option name of an argument that is not an option
+Status = Literal["parsed", "exited", "unknown"]
 
 
 @dataclass(frozen=True)
 class Occurrence:
-    """One option or positional argument on a command line, and where its value is written."""
+    """One option given on the command line, and where its value is written."""
 
-    option: str  # pip's name for the option (``--requirement`` for ``-r``), or POSITIONAL
+    option: str  # pip's name for it: its first long spelling (``--requirement`` for ``-r``)
+    dest: str | None
     value: str | None  # None for a flag
     index: int  # the argument that holds the value (or the flag)
-    prefix: str = ""  # what precedes the value in that argument: "-r", "--requirement=" or ""
-
-
-@dataclass(frozen=True)
-class PipArgs:
-    """A pip command line, parsed; ``understood`` is False if it holds something we cannot read."""
-
-    argv: tuple[str, ...]
-    command: str | None  # None: no command (``pip --version``), or not a known one
-    general: tuple[Occurrence, ...]  # the options before the command, where --python counts
-    occurrences: tuple[Occurrence, ...]  # everything pip's command parser sees, in order
-    understood: bool
-
-    def values(self, option: str) -> list[Occurrence]:
-        return [found for found in self.occurrences if found.option == option]
-
-    def last(self, *options: str) -> Occurrence | None:
-        """The last of ``options`` given: for options sharing one setting, the one pip keeps."""
-        found = [occurrence for occurrence in self.occurrences if occurrence.option in options]
-        return found[-1] if found else None
-
-    @property
-    def positionals(self) -> list[Occurrence]:
-        return self.values(POSITIONAL)
-
-    @property
-    def python(self) -> str | None:
-        """pip's ``--python`` (an interpreter or a venv directory): only before the command does it count."""
-        given = [found.value for found in self.general if found.option == "--python"]
-        return given[-1] if given else None
-
-    @property
-    def isolated(self) -> bool:
-        """``--isolated`` as pip's configuration sees it: spelled out, anywhere."""
-        return "--isolated" in self.argv
-
-
-def parse(argv: Sequence[str]) -> PipArgs:
-    arguments = list(enumerate(argv))
-    general, rest, understood = _scan(arguments, GENERAL, interspersed=False)
-    if not understood or not rest or rest[0][1] not in COMMANDS:
-        return PipArgs(tuple(argv), None, tuple(general), (), understood)
-    command_index, command = rest[0]
-    without_command = [argument for argument in arguments if argument[0] != command_index]
-    occurrences, _, understood = _scan(without_command, COMMANDS[command], interspersed=True)
-    return PipArgs(tuple(argv), command, tuple(general), tuple(occurrences), understood)
-
-
-class _Refused(Exception):
-    """An option pip's parser refuses: unknown, ambiguous, given a value it takes none of, or missing one."""
-
-
-def _scan(
-    arguments: list[tuple[int, str]], table: Mapping[str, _Option], *, interspersed: bool
-) -> tuple[list[Occurrence], list[tuple[int, str]], bool]:
-    """optparse's reading of ``arguments`` (index, text): the occurrences, the arguments left where it
-    stopped (at the first positional one unless ``interspersed``), and whether it read them all."""
-    found: list[Occurrence] = []
-    rest = list(arguments)
-    try:
-        while rest:
-            index, argument = rest[0]
-            if argument == "--":
-                if not interspersed:
-                    return found, rest[1:], True
-                found += [Occurrence(POSITIONAL, text, position) for position, text in rest[1:]]
-                return found, [], True
-            if not argument.startswith("-") or argument == "-":
-                if not interspersed:
-                    return found, rest, True
-                found.append(Occurrence(POSITIONAL, argument, index))
-                rest.pop(0)
-                continue
-            rest.pop(0)
-            reader = _long_option if argument.startswith("--") else _short_options
-            found += reader(argument, index, rest, table)
-    except _Refused:
-        return found, rest, False
-    return found, rest, True
-
-
-def _long_option(
-    argument: str, index: int, rest: list[tuple[int, str]], table: Mapping[str, _Option]
-) -> list[Occurrence]:
-    spelled, equals, attached = argument.partition("=")
-    names = [name for name in table if name.startswith("--")]
-    matches = [spelled] if spelled in table else [name for name in names if name.startswith(spelled)]
-    if len(matches) != 1:
-        raise _Refused
-    option = table[matches[0]]
-    if not option.takes_value:
-        if equals:
-            raise _Refused
-        return [Occurrence(option.name, None, index)]
-    if equals:
-        return [Occurrence(option.name, attached, index, spelled + "=")]
-    return [_next_value(option, rest)]
-
-
-def _short_options(
-    argument: str, index: int, rest: list[tuple[int, str]], table: Mapping[str, _Option]
-) -> list[Occurrence]:
-    """A cluster such as ``-qUr`` (flags, then one option whose value is the rest or the next argument)."""
-    found = []
-    for position in range(1, len(argument)):
-        option = table.get("-" + argument[position])
-        if option is None:
-            raise _Refused
-        if not option.takes_value:
-            found.append(Occurrence(option.name, None, index))
-            continue
-        attached = argument[position + 1 :]
-        if attached:
-            found.append(Occurrence(option.name, attached, index, argument[: position + 1]))
-        else:
-            found.append(_next_value(option, rest))
-        break
-    return found
-
-
-def _next_value(option: _Option, rest: list[tuple[int, str]]) -> Occurrence:
-    if not rest:
-        raise _Refused
-    index, value = rest.pop(0)
-    return Occurrence(option.name, value, index)
-
-
-# --- settings: the command line, else pip's configuration ----------------------------------------
+    # what precedes the value in that argument: "-r", "--requirement=" or ""; None: it cannot be told
+    prefix: str | None
 
 
 @dataclass(frozen=True)
@@ -263,34 +50,163 @@ class Location:
     user: bool = False
 
 
-def install_location(args: PipArgs, config: pipconfig.PipConfig) -> Location:
-    def directory(option: str) -> Path | None:
-        given = args.last(f"--{option}")
-        text = given.value if given is not None else config.value(args.command, option)
-        return Path(os.path.abspath(text)) if text else None
+@dataclass(frozen=True)
+class Nested:
+    """A ``-r``/``-c`` line of a requirement file: the file it names (resolved as pip resolves it)."""
 
-    user = args.last("--user", "--no-user")
-    if user is not None:
-        by_user = user.option == "--user"
-    else:
-        by_user = pipconfig.boolean(config.value(args.command, "user") or "") is True
-    return Location(directory("target"), directory("root"), directory("prefix"), by_user)
+    constraint: bool
+    path: str
+    file: RequirementFile | None  # None: not a local regular file that could be read (pip reads it)
 
 
-def cache_dir(args: PipArgs, config: pipconfig.PipConfig) -> Path | None:
-    """The real path of the cache directory pip will use, or None if its cache is off.
+@dataclass(frozen=True)
+class Line:
+    """A logical line of a requirement file, as pip's line parser read it."""
 
-    ``no-cache-dir`` in the configuration turns the cache off whatever its value (pip keeps that
-    quirk for compatibility), unless the command line names a cache directory.
+    number: int  # pip's line number: the first physical line
+    requirement: str | None  # the requirement, ``${VAR}`` expanded; None on a line of options
+    options_text: str  # the rest of the line: its options
+    editable: str | None
+    settings: tuple[tuple[str, str | None], ...]  # its index options (``--find-links``, …): name, value
+    nested: Nested | None
+
+
+@dataclass(frozen=True)
+class RequirementFile:
+    """A requirement or constraint file as pip read it; ``lines`` None if pip's parser refused it."""
+
+    path: str  # as pip opens it
+    constraint: bool
+    piped: bool  # not a regular file: read once, by the gated pip; pip must be given a copy
+    content: bytes
+    lines: tuple[Line, ...] | None
+    occurrence: Occurrence | None = None  # where the command line names it (top-level files only)
+    projects: Mapping[int, LocalProject] = field(default_factory=dict)  # by line number
+
+    @property
+    def needs_copy(self) -> bool:
+        return self.piped or bool(self.projects) or any(nested.needs_copy for nested in self.nested_files())
+
+    def nested_files(self) -> Iterator[RequirementFile]:
+        for line in self.lines or ():
+            if line.nested is not None and line.nested.file is not None:
+                yield line.nested.file
+
+    def all_projects(self) -> Iterator[LocalProject]:
+        yield from self.projects.values()
+        for nested in self.nested_files():
+            yield from nested.all_projects()
+
+    def all_lines(self) -> Iterator[tuple[Path, Line]]:
+        """Every line of this file and of the files it nests, with the directory of the file it is in."""
+        for line in self.lines or ():
+            yield Path(os.path.abspath(self.path)).parent, line
+            if line.nested is not None and line.nested.file is not None:
+                yield from line.nested.file.all_lines()
+
+    def editables(self) -> Iterator[LocalProject]:
+        for _, line in self.all_lines():
+            project = local_project(line.editable, "editable") if line.editable else None
+            if project is not None:
+                yield project
+
+
+@dataclass(frozen=True)
+class Description:
+    """pip's reading of a command line (see ``pipgate_program.describe``).
+
+    ``status``: "parsed"; "exited" if reading it ended pip (a usage error, ``--version``: pip has
+    printed what it prints, and will not run); "unknown" if it could not be read (no description,
+    or a private name of pip moved): safe-pip then takes every lock and builds nothing.
     """
-    given = args.last("--cache-dir", "--no-cache-dir")
-    if given is not None:
-        text = given.value
-    elif config.value(args.command, "no-cache-dir") is not None:
-        text = None
-    else:
-        text = config.value(args.command, "cache-dir") or str(pipconfig.default_cache_dir())
-    return Path(os.path.realpath(os.path.expanduser(text))) if text else None
+
+    status: Status
+    command: str | None = None
+    python: str | None = None  # pip's ``--python`` (or its ``python`` setting)
+    handoff: bool = False  # pip would run ``python``'s pip in its place
+    occurrences: tuple[Occurrence, ...] = ()
+    positionals: tuple[tuple[int | None, str], ...] = ()  # index (None: unknown), value
+    files: tuple[RequirementFile, ...] = ()
+    editables: tuple[str, ...] = ()
+    location: Location = Location()
+    cache_dir: Path | None = None  # None: pip's cache is off
+    build_isolation: bool = True
+    config_settings: Mapping[str, str | list[str]] = field(default_factory=dict)
+    dry_run: bool = False
+
+    @classmethod
+    def from_json(cls, found: Mapping[str, Any] | None) -> Description:
+        if found is None or found.get("status") not in ("parsed", "exited"):
+            return cls("unknown")
+        if found["status"] == "exited":
+            return cls("exited")
+
+        def directory(key: str) -> Path | None:
+            text = found.get(key)
+            return Path(os.path.abspath(os.path.expanduser(text))) if text else None
+
+        cache = found.get("cache_dir")
+        return cls(
+            "parsed",
+            command=found["command"],
+            python=found.get("python"),
+            handoff=bool(found.get("handoff")),
+            occurrences=tuple(Occurrence(*item) for item in found["occurrences"]),
+            positionals=tuple((index, value) for index, value in found["positionals"]),
+            files=tuple(_file(item) for item in found["files"]),
+            editables=tuple(found["editables"]),
+            location=Location(directory("target"), directory("root"), directory("prefix"), found["user"]),
+            cache_dir=Path(os.path.realpath(os.path.expanduser(cache))) if cache else None,
+            build_isolation=found["build_isolation"],
+            config_settings=found["config_settings"],
+            dry_run=found["dry_run"],
+        )
+
+    def values(self, option: str) -> list[Occurrence]:
+        """The command line's occurrences of ``option`` (its first long spelling)."""
+        return [found for found in self.occurrences if found.option == option]
+
+
+def _file(found: Mapping[str, Any], constraint_default: bool = False) -> RequirementFile:
+    constraint = bool(found.get("constraint", constraint_default))
+    lines = None
+    if found.get("lines") is not None:
+        lines = tuple(
+            Line(
+                line["line"],
+                line["requirement"],
+                line["options_text"],
+                line["editable"],
+                tuple((name, value) for name, value in line["settings"]),
+                _nested(line["nested"]),
+            )
+            for line in found["lines"]
+        )
+    occurrence = None
+    if "index" in found:
+        occurrence = Occurrence(found["option"], None, found["path"], found["index"], found["prefix"])
+    projects = {}
+    for line in lines or ():
+        if line.requirement and not line.editable:
+            project = local_project(line.requirement, "constraint" if constraint else "requirement")
+            if project is not None:
+                projects[line.number] = project
+    return RequirementFile(
+        found["path"],
+        constraint,
+        bool(found["piped"]),
+        base64.b64decode(found["content"]),
+        lines,
+        occurrence,
+        projects,
+    )
+
+
+def _nested(found: Mapping[str, Any] | None) -> Nested | None:
+    if found is None:
+        return None
+    inner = found.get("file")
+    return Nested(bool(found["constraint"]), found["path"], _file(inner) if inner is not None else None)
 
 
 # --- local project directories -------------------------------------------------------------------
@@ -381,167 +297,78 @@ def _installable(directory: Path) -> bool:
     return directory.is_dir() and any((directory / name).is_file() for name in _PROJECT_FILES)
 
 
-# --- requirement files ---------------------------------------------------------------------------
-
-_COMMENT = re.compile(r"(^|\s+)#.*$")
-_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)\}")
-_URL_SCHEME = re.compile(r"^(http|https|file):", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Line:
-    """A logical line of a requirement file: continuation lines joined, its comment dropped."""
-
-    text: str  # as written (``${VAR}`` not expanded)
-    requirement: str  # expanded; "" on a line of options only
-    tokens: tuple[str, ...]  # its options, expanded and split as a shell would
-    options: tuple[Occurrence, ...]  # indexes point into ``tokens``
-
-    def first(self, option: str) -> Occurrence | None:
-        return next((found for found in self.options if found.option == option), None)
-
-
-@dataclass(frozen=True)
-class RequirementFile:
-    """A requirement or constraint file, with the local projects it names, directly or in nested files."""
-
-    path: Path  # absolute
-    constraint: bool
-    lines: tuple[Line, ...]
-    projects: Mapping[int, LocalProject]  # by line number
-    references: Mapping[int, tuple[str, str]]  # the -r/-c lines: the option and the file, resolved
-    nested: Mapping[int, RequirementFile]  # the files that could be read, by line number
-    editables: tuple[Path, ...]  # here and in nested files
-
-    @property
-    def needs_copy(self) -> bool:
-        return bool(self.projects) or any(nested.needs_copy for nested in self.nested.values())
-
-    def all_projects(self) -> Iterator[LocalProject]:
-        yield from self.projects.values()
-        for nested in self.nested.values():
-            yield from nested.all_projects()
-
-    def all_lines(self) -> Iterator[tuple[Path, Line]]:
-        """Every line of this file and of the files it nests, with the file it is in."""
-        for number, line in enumerate(self.lines):
-            yield self.path, line
-            if number in self.nested:
-                yield from self.nested[number].all_lines()
-
-
-def read_requirement_file(
-    path: Path, *, constraint: bool, reading: tuple[Path, ...] = ()
-) -> RequirementFile | None:
-    """``path`` read as pip reads it; None if it cannot be read or holds what pip would refuse."""
-    if path in reading:
-        return None  # pip refuses a file that includes itself
-    try:
-        content = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError):
-        return None
-    lines = []
-    for text in _logical_lines(content):
-        expanded = _VARIABLE.sub(lambda match: os.environ.get(match[1]) or match[0], text)
-        requirement, options_text = _split_line(expanded)
-        try:
-            tokens = shlex.split(options_text)
-        except ValueError:
-            return None
-        options, _, understood = _scan(list(enumerate(tokens)), FILE_LINE, interspersed=True)
-        if not understood:
-            return None
-        named = tuple(option for option in options if option.option != POSITIONAL)
-        lines.append(Line(text, requirement, tuple(tokens), named))
-    projects: dict[int, LocalProject] = {}
-    references: dict[int, tuple[str, str]] = {}
-    nested: dict[int, RequirementFile] = {}
-    editables: list[Path] = []
-    for number, line in enumerate(lines):
-        editable = line.first("--editable")
-        nesting = line.first("--requirement") or line.first("--constraint")
-        if editable is not None and editable.value is not None:
-            project = local_project(editable.value, "editable")
-            editables += [project.directory] if project else []
-        elif line.requirement:
-            project = local_project(line.requirement, "constraint" if constraint else "requirement")
-            if project is not None:
-                projects[number] = project
-        elif nesting is not None and nesting.value is not None:
-            is_constraint = nesting.option == "--constraint"
-            named_file = nesting.value
-            if not _URL_SCHEME.match(named_file):
-                named_file = os.path.abspath(os.path.join(path.parent, named_file))
-                inner = read_requirement_file(
-                    Path(named_file), constraint=is_constraint, reading=(*reading, path)
-                )
-                if inner is not None:
-                    nested[number] = inner
-                    editables += inner.editables
-            references[number] = ("-c" if is_constraint else "-r", named_file)
-    return RequirementFile(path, constraint, tuple(lines), projects, references, nested, tuple(editables))
+# --- private copies of requirement files ---------------------------------------------------------
 
 
 def write_copy(file: RequirementFile, shims: Mapping[Path, Path], directory: Path) -> Path:
-    """A copy of ``file`` in ``directory`` whose local projects point to their ``shims``.
+    """A copy of ``file`` (0600) in ``directory`` whose local projects point to their ``shims``.
 
-    Every file name in the copy is made absolute (pip reads nested files and ``--find-links``
-    relative to the file that names them), and nested files that name local projects are copied
-    too. Lines that change are written with their ``${VAR}``s expanded; the others as they were.
+    Only the lines that must change are rewritten, each replacing the physical lines of its logical
+    line: local projects; nested files (named absolutely, and copied too if they need it); and
+    ``--find-links`` that pip would read relative to the file. Every other byte is kept.
     """
-    written = []
-    for number, line in enumerate(file.lines):
-        if number in file.projects:
-            project = file.projects[number]
-            written.append(
-                " ".join([project.pointing_to(shims[project.directory]), *map(shlex.quote, line.tokens)])
-            )
-        elif number in file.references:
-            option, named = file.references[number]
-            nested = file.nested.get(number)
-            if nested is not None and nested.needs_copy:
-                named = str(write_copy(nested, shims, directory))
-            written.append(shlex.join([option, named]))
-        else:
-            written.append(_find_links_absolute(line, file.path.parent))
-    fd, copy = tempfile.mkstemp(dir=directory, suffix=f"-{file.path.name}")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write("\n".join(written) + "\n")
+    physical = file.content.splitlines(keepends=True)
+    base = Path(os.path.abspath(file.path)).parent
+    for line in reversed(file.lines or ()):
+        text = _rewritten_line(line, file, shims, directory, base)
+        if text is None:
+            continue
+        first = line.number - 1
+        last = first
+        while last + 1 < len(physical) and physical[last].rstrip(b"\r\n").endswith(b"\\"):
+            last += 1
+        physical[first : last + 1] = [text.encode("utf-8") + b"\n"]
+    fd, copy = tempfile.mkstemp(dir=directory, suffix=f"-{Path(file.path).name}")
+    with os.fdopen(fd, "wb") as out:
+        out.write(b"".join(physical))
     return Path(copy)
 
 
-def _logical_lines(content: str) -> Iterator[str]:
-    """pip's ``join_lines`` and ``ignore_comments``: a trailing backslash continues a line."""
-    joined: list[str] = []
-    for physical in content.splitlines():
-        if physical.endswith("\\") and not _COMMENT.match(physical):
-            joined.append(physical.strip("\\"))
-            continue
-        line = "".join([*joined, " " + physical if _COMMENT.match(physical) else physical])
-        joined = []
-        stripped = _COMMENT.sub("", line).strip()
-        if stripped:
-            yield stripped
-    last = _COMMENT.sub("", "".join(joined)).strip()
-    if last:
-        yield last
+def _rewritten_line(
+    line: Line, file: RequirementFile, shims: Mapping[Path, Path], directory: Path, base: Path
+) -> str | None:
+    if line.number in file.projects:
+        project = file.projects[line.number]
+        return project.pointing_to(shims[project.directory]) + line.options_text
+    if line.nested is not None:
+        named = line.nested.path
+        if line.nested.file is not None and line.nested.file.needs_copy:
+            named = str(write_copy(line.nested.file, shims, directory))
+        return shlex.join(["-c" if line.nested.constraint else "-r", named])
+    if not line.requirement and any(name == "--find-links" for name, _ in line.settings):
+        return _find_links_absolute(line.options_text, base)
+    return None
 
 
-def _split_line(line: str) -> tuple[str, str]:
-    """pip's ``break_args_options``: the requirement is what comes before the first option."""
-    tokens = line.split(" ")
-    first_option = next((index for index, token in enumerate(tokens) if token.startswith("-")), len(tokens))
-    return " ".join(tokens[:first_option]), " ".join(tokens[first_option:])
-
-
-def _find_links_absolute(line: Line, base: Path) -> str:
-    """``line`` with its ``--find-links`` made absolute if pip would read it relative to the file."""
-    found = line.first("--find-links")
-    if line.requirement or found is None or found.value is None or not (base / found.value).exists():
-        return line.text
-    tokens = list(line.tokens)
-    tokens[found.index] = found.prefix + str(base / found.value)
-    return shlex.join(tokens)
+def _find_links_absolute(options_text: str, base: Path) -> str | None:
+    """A line of options with its ``--find-links`` values made absolute where pip would read them
+    relative to the file (a requirement file's line has no clusters of short options)."""
+    try:
+        tokens = shlex.split(options_text)
+    except ValueError:
+        return None
+    changed = False
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        spelled, equals, _ = token.partition("=")
+        prefix, value_index = None, None
+        if token == "-f" or (token.startswith("--fi") and "--find-links".startswith(token)):
+            value_index = index + 1
+        elif token.startswith("-f") and not token.startswith("--"):
+            prefix = "-f"
+        elif equals and spelled.startswith("--fi") and "--find-links".startswith(spelled):
+            prefix = spelled + "="
+        if value_index is not None and value_index < len(tokens):
+            if (base / tokens[value_index]).exists():
+                tokens[value_index], changed = str(base / tokens[value_index]), True
+            index += 1
+        elif prefix is not None:
+            value = token[len(prefix) :]
+            if (base / value).exists():
+                tokens[index], changed = prefix + str(base / value), True
+        index += 1
+    return shlex.join(tokens) if changed else None
 
 
 # --- a command line's requirements ---------------------------------------------------------------
@@ -552,44 +379,49 @@ class Requirements:
     """The local projects a ``pip install`` or ``pip wheel`` command line names, and its editables."""
 
     direct: Mapping[int, LocalProject]  # the positional arguments that name one, by index
-    files: tuple[tuple[Occurrence, RequirementFile], ...]  # the -r and -c files that could be read
+    files: tuple[RequirementFile, ...]  # the -r and -c files of the command line that could be read
     editables: tuple[Path, ...]
 
     @property
     def projects(self) -> list[LocalProject]:
         found = list(self.direct.values())
-        for _, file in self.files:
-            found += file.all_projects()
+        for file in self.files:
+            if file.occurrence is not None and file.occurrence.prefix is not None:
+                found += file.all_projects()
         return found
 
-    def rewritten(self, argv: Sequence[str], shims: Mapping[Path, Path], directory: Path) -> list[str]:
-        """``argv`` with every local project pointing to its shim; requirement files that name one
-        are replaced by copies written into ``directory``."""
-        rewritten = list(argv)
-        for index, project in self.direct.items():
-            rewritten[index] = project.pointing_to(shims[project.directory])
-        for found, file in self.files:
-            if file.needs_copy:
-                rewritten[found.index] = found.prefix + str(write_copy(file, shims, directory))
-        return rewritten
 
-
-def requirements(args: PipArgs) -> Requirements:
+def requirements(description: Description) -> Requirements:
     direct = {}
-    for found in args.positionals:
-        project = local_project(found.value or "")
-        if project is not None:
-            direct[found.index] = project
-    files = []
-    for found in args.values("--requirement") + args.values("--constraint"):
-        path = Path(os.path.abspath(found.value or ""))
-        file = read_requirement_file(path, constraint=found.option == "--constraint")
-        if file is not None:
-            files.append((found, file))
+    for index, value in description.positionals:
+        project = local_project(value)
+        if project is not None and index is not None:
+            direct[index] = project
     editables = [
         project.directory
-        for found in args.values("--editable")
-        if (project := local_project(found.value or "", "editable")) is not None
+        for value in description.editables
+        if (project := local_project(value, "editable")) is not None
     ]
-    editables += [directory for _, file in files for directory in file.editables]
-    return Requirements(direct, tuple(files), tuple(editables))
+    for file in description.files:
+        editables += [project.directory for project in file.editables()]
+    return Requirements(direct, description.files, tuple(editables))
+
+
+def rewritten(
+    argv: Sequence[str],
+    requirements: Requirements | None,
+    files: Sequence[RequirementFile],
+    shims: Mapping[Path, Path],
+    directory: Path,
+) -> list[str]:
+    """``argv`` with every local project pointing to its shim; requirement files that name one, or
+    that were read from a pipe, replaced by copies written into ``directory``."""
+    arguments = list(argv)
+    for index, project in (requirements.direct if requirements else {}).items():
+        arguments[index] = project.pointing_to(shims[project.directory])
+    for file in files:
+        found = file.occurrence
+        copied = file.piped or (requirements is not None and file.needs_copy)
+        if found is not None and found.prefix is not None and copied:
+            arguments[found.index] = found.prefix + str(write_copy(file, shims, directory))
+    return arguments

@@ -39,10 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safe_build import config, coremetadata, netfs, pipargs, pipconfig, pipgate, publish, runner, workdirs
+from safe_build import config, coremetadata, netfs, pipargs, pipgate, publish, runner, workdirs
 from safe_build import state as states
 from safe_build.errors import SafeBuildError, Terminated
 from safe_build.locks import Mode, NamedLock
+from safe_build.pipargs import Description
 
 CHANGING = frozenset({"install", "uninstall"})  # commands that change an environment
 USING_CACHE = frozenset({"install", "download", "wheel", "lock", "index", "list", "cache"})
@@ -131,55 +132,98 @@ class Shim:
 
 
 def run(argv: Sequence[str], gate: pipgate.Gate | None = None) -> int:
-    """Run pip with ``argv`` under the locks it needs; ``gate``: a pip started early, if it fits."""
-    args = pipargs.parse(argv)
-    target = _find_target(args)
-    if args.command is None or target.prefix is None:
-        return _run_pip(target, argv, gate, [])  # nothing to protect, or pip reports an error
-    return _run_locked(args, target, target.prefix, gate)
+    """Run pip with ``argv`` under the locks it needs; ``gate``: a pip started early, if it fits.
+
+    The pip that runs is the one that read the command line: if the early pip turns out to be
+    another one (pip's ``python`` setting names another interpreter; the target has no pip of its
+    own), the right one is started and asked.
+    """
+    guessed = Description.from_json(gate.description()) if gate is not None else Description("unknown")
+    named = guessed.python if guessed.status == "parsed" else _python_named(argv)
+    target = _find_target(named)
+    arguments = [*target.leading, *argv]
+    with contextlib.ExitStack() as started:
+        if gate is None or not gate.fits(target.interpreter, target.env, arguments):
+            if gate is not None:
+                gate.close()  # the wrong pip: called off now, not kept waiting while the right one runs
+            gate = pipgate.Gate(target.interpreter, target.env, arguments)
+            started.callback(gate.close)
+            described = Description.from_json(gate.description())
+        else:
+            described = guessed
+        if described.status == "exited" or target.prefix is None:
+            return _run_pip(gate, arguments, [])  # pip prints its error, or --version, --help…
+        return _run_locked(described, arguments, target, target.prefix, gate)
 
 
-def _run_locked(args: pipargs.PipArgs, target: Target, prefix: Path, gate: pipgate.Gate | None) -> int:
-    """pip under the locks the command needs, its local projects built first."""
+def _python_named(argv: Sequence[str]) -> str | None:
+    """``--python`` or ``PIP_PYTHON``, when pip could not say (a guess: pip reads it if it runs)."""
+    return pipgate.python_option(argv) or os.environ.get("PIP_PYTHON")
+
+
+def _run_locked(
+    described: Description, arguments: Sequence[str], target: Target, prefix: Path, gate: pipgate.Gate
+) -> int:
+    """pip under the locks the command needs, its local projects built first.
+
+    If pip's reading of the command line is unknown, every lock it could need is taken: pip's cache
+    (exclusive) and the environment; nothing is built through safe-build.
+    """
     state = states.at(config.cache_dir(), lock_timeout=config.lock_timeout(None))
-    settings = pipconfig.load(prefix, isolated=args.isolated)
-    location = pipargs.install_location(args, settings) if args.command == "install" else pipargs.Location()
+    unknown = described.status != "parsed"
+    command = described.command
+    location = described.location if command == "install" else pipargs.Location()
     descriptors: list[int] = []  # of the locks held, for pip to keep
     with contextlib.ExitStack() as held:
-        pip_cache = pipargs.cache_dir(args, settings)
-        if args.command in USING_CACHE and pip_cache is not None:
+        pip_cache = _fallback_cache_dir() if unknown else described.cache_dir
+        if (unknown or command in USING_CACHE) and pip_cache is not None:
             lock = _pip_cache_lock(state, pip_cache)
-            descriptors.append(held.enter_context(lock.hold(_cache_mode(args))))
-        requirements = pipargs.requirements(args) if args.command in BUILDING and args.understood else None
-        arguments, shims = list(args.argv), []
+            mode: Mode = "exclusive" if unknown else _cache_mode(described)
+            descriptors.append(held.enter_context(lock.hold(mode)))
+        requirements = pipargs.requirements(described) if command in BUILDING else None
+        shims: list[Shim] = []
+        work: Path | None = None
         if requirements is not None and requirements.projects:
             work = held.enter_context(workdirs.private_dir(state))
-            shims = _build(requirements, args, settings, work)
+            shims = _build(requirements, described, work)
+        if any(file.piped for file in described.files) or shims:
+            work = work or held.enter_context(workdirs.private_dir(state))
             copies = work / "requirements"
-            copies.mkdir()
+            copies.mkdir(mode=0o700)
             directories = {shim.project.directory: shim.directory for shim in shims}
-            arguments = requirements.rewritten(args.argv, directories, copies)
+            arguments = pipargs.rewritten(arguments, requirements, described.files, directories, copies)
         editables = sorted(
             {Path(os.path.realpath(path)) for path in requirements.editables} if requirements else ()
         )
         for project in editables:  # sorted: two commands naming the same projects lock them in one order
             descriptors.append(held.enter_context(state.project_lock(project).hold("exclusive")))
-        if args.command in CHANGING:
+        if unknown or command in CHANGING:
             lock = _install_lock(state, target.python, prefix, location)
             descriptors.append(held.enter_context(lock.hold("exclusive")))
-        code = _run_pip(target, arguments, gate, descriptors)
-        if code == 0 and shims and args.command == "install" and args.last("--dry-run") is None:
+        code = _run_pip(gate, arguments, descriptors)
+        if code == 0 and shims and command == "install" and not described.dry_run:
             _record_origins(shims, _install_dirs(target.python, location))
         return code
 
 
-def _find_target(args: pipargs.PipArgs) -> Target:
+def _fallback_cache_dir() -> Path | None:
+    """pip's cache directory when pip could not say: its variables, else its default place."""
+    if os.environ.get("PIP_NO_CACHE_DIR"):
+        return None
+    named = os.environ.get("PIP_CACHE_DIR")
+    if named:
+        return Path(os.path.realpath(os.path.expanduser(named)))
+    import platformdirs  # noqa: PLC0415 (only when pip could not say)
+
+    return Path(os.path.realpath(platformdirs.user_cache_dir("pip", appauthor=False)))
+
+
+def _find_target(named: str | None) -> Target:
     """The target interpreter, as pip would choose it, and the pip to run on it.
 
-    ``--python`` (or pip's ``python`` setting), else the active virtual environment, else
-    ``python`` on PATH. Its own pip runs; if it has none, our pip does, through ``--python``.
+    ``named``: pip's ``--python`` (or its ``python`` setting), else the active virtual environment,
+    else ``python`` on PATH. Its own pip runs; if it has none, our pip does, through ``--python``.
     """
-    named = args.python or pipconfig.load(None, isolated=args.isolated).value(None, "python")
     env = dict(os.environ)
     if named is not None:
         python = pipgate.interpreter_of(named)
@@ -267,9 +311,9 @@ def _pip_cache_lock(state: states.State, pip_cache: Path) -> NamedLock:
     return state.pip_cache_lock(Path(os.path.realpath(pip_cache)))
 
 
-def _cache_mode(args: pipargs.PipArgs) -> Mode:
-    subcommand = args.positionals[0].value if args.positionals else None
-    return "exclusive" if args.command == "cache" and subcommand in CLEARING_CACHE else "shared"
+def _cache_mode(described: Description) -> Mode:
+    subcommand = described.positionals[0][1] if described.positionals else None
+    return "exclusive" if described.command == "cache" and subcommand in CLEARING_CACHE else "shared"
 
 
 def _install_lock(state: states.State, python: str, prefix: Path, location: pipargs.Location) -> NamedLock:
@@ -305,21 +349,19 @@ def _make_directory(path: Path) -> None:
 # --- local projects ------------------------------------------------------------------------------
 
 
-def _build(
-    requirements: pipargs.Requirements, args: pipargs.PipArgs, settings: pipconfig.PipConfig, work: Path
-) -> list[Shim]:
+def _build(requirements: pipargs.Requirements, described: Description, work: Path) -> list[Shim]:
     """Build each local project once through safe-build and wrap its wheel in a shim; so too each
     local project that their metadata names by path (``lib @ file:///…/lib``, found recursively),
     which pip would otherwise build where it lies. Each shim's wheel then names the shims of its
     path dependencies, so that pip takes those too."""
     from safe_build.commands import build  # noqa: PLC0415 (building is rare; importing build is not cheap)
 
-    flags = _build_flags(args, settings)
+    flags = _build_flags(described)
     projects: dict[Path, pipargs.LocalProject] = {}
     for project in requirements.projects:
         projects.setdefault(project.directory, project)  # named twice, built once: the first naming counts
     pending, shims = list(projects.values()), list[Shim]()
-    with _variables(_build_variables(args, requirements)):
+    with _variables(_build_variables(described, requirements)):
         while pending:
             project, number = pending.pop(0), len(shims)
             out = work / "wheels" / str(number)
@@ -350,36 +392,30 @@ def _repointed(shim: Shim, shims: Mapping[Path, Path]) -> Shim:
     return dataclasses.replace(shim, repointed=tuple((new, old) for old, new in changes))
 
 
-def _build_flags(args: pipargs.PipArgs, settings: pipconfig.PipConfig) -> list[str]:
-    """The options of pip's that change a build: build isolation and config settings.
-
-    A configured ``no-build-isolation`` is pip's value for build isolation itself, so
-    ``PIP_NO_BUILD_ISOLATION=0`` turns isolation off: pip keeps that quirk, and so do we.
-    """
-    configured = settings.value(args.command, "no-build-isolation")
-    isolated = pipconfig.boolean(configured) is not False if configured else True
-    flags = [] if isolated and args.last("--no-build-isolation") is None else ["--no-isolation"]
-    for found in args.values("--config-settings"):
-        flags += ["--config-setting", found.value or ""]
+def _build_flags(described: Description) -> list[str]:
+    """The options of pip's that change a build: build isolation and config settings, as pip read
+    them (its command line, variables and configuration files)."""
+    flags = [] if described.build_isolation else ["--no-isolation"]
+    for key, values in described.config_settings.items():
+        for value in [values] if isinstance(values, str) else values:
+            flags += ["--config-setting", f"{key}={value}"]
     return flags
 
 
-def _build_variables(args: pipargs.PipArgs, requirements: pipargs.Requirements) -> dict[str, str]:
+def _build_variables(described: Description, requirements: pipargs.Requirements) -> dict[str, str]:
     """pip's index and cache settings on its command line and in its requirement files, as the
     variables that the pip in safe-build's build environments reads; that pip runs elsewhere, so
     paths are made absolute."""
-    found = [(Path.cwd(), occurrence) for occurrence in args.occurrences]
-    for _, file in requirements.files:
-        found += [(path.parent, option) for path, line in file.all_lines() for option in line.options]
+    found = [(Path.cwd(), occurrence.option, occurrence.value) for occurrence in described.occurrences]
+    for file in requirements.files:
+        found += [(base, name, value) for base, line in file.all_lines() for name, value in line.settings]
     values: dict[str, str] = {}
-    for base, occurrence in found:
-        variable = BUILD_VARIABLES.get(occurrence.option)
+    for base, option, given in found:
+        variable = BUILD_VARIABLES.get(option)
         if variable is None:
             continue
-        value = "1" if occurrence.value is None else occurrence.value
-        if occurrence.option == "--cache-dir" or (
-            occurrence.option == "--find-links" and (base / value).exists()
-        ):
+        value = "1" if given is None else given
+        if option == "--cache-dir" or (option == "--find-links" and (base / value).exists()):
             value = os.path.abspath(base / os.path.expanduser(value))
         earlier = values.get(variable, os.environ.get(variable, "")) if variable in LISTS else ""
         values[variable] = f"{earlier} {value}".strip()
@@ -482,21 +518,15 @@ def _replace(path: Path, content: bytes) -> None:
 # --- running pip ---------------------------------------------------------------------------------
 
 
-def _run_pip(
-    target: Target, arguments: Sequence[str], gate: pipgate.Gate | None, descriptors: Sequence[int]
-) -> int:
+def _run_pip(gate: pipgate.Gate, arguments: Sequence[str], descriptors: Sequence[int]) -> int:
     """Run pip in our process group (it may ask questions on the terminal), keeping the locks
-    of ``descriptors``; its exit code. The pip started early runs if it is the right one.
+    of ``descriptors``; its exit code.
 
     An interruption is passed on to pip, which gets a moment to stop before it is killed.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    if gate is None or not gate.fits(target.interpreter, target.env):
-        if gate is not None:
-            gate.close()  # the wrong pip: called off now, not kept waiting while the right one runs
-        gate = pipgate.Gate(target.interpreter, target.env, arguments)
-    process = gate.open([*target.leading, *arguments], descriptors)
+    process = gate.open(arguments, descriptors)
     try:
         code = process.wait()
     except BaseException as stop:
