@@ -14,8 +14,8 @@ same.
 from __future__ import annotations
 
 import json
-import optparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,11 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from pip._internal.cli.main_parser import create_main_parser
-from pip._internal.commands import commands_dict, create_command
-from pip._internal.req.req_file import build_parser
 
-from safe_build import pipargs, pipconfig, state
+from safe_build import pipargs, pipgate, state
 from tests.conftest import run, run_parallel, tree_state, write_project
 
 ROUNDS = 2
@@ -109,16 +106,59 @@ def pip_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 MakeVenvs = Callable[..., list[Path]]
 
 
-@pytest.fixture
-def make_venvs(pip_env: dict[str, str], tmp_path: Path) -> MakeVenvs:
-    """``count`` new venvs (pip and setuptools in them), made at once; ``extra`` installed into each."""
+# The pip of the venvs safe-pip works on: a requirement such as ``pip==23.2.1`` (CI's compatibility
+# job runs the ``compat`` tests with ensurepip's pip, the oldest supported and the newest); unset,
+# the venvs keep the pip virtualenv gives them.
+TEST_PIP = os.environ.get("SAFE_BUILD_TEST_PIP") or None
+ENSUREPIP_WHEELS = Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
 
-    def make(count: int, name: str = "venv", extra: Sequence[str] = ()) -> list[Path]:
+
+def ensurepip_wheel() -> Path | None:
+    """The pip wheel bundled with this Python's ensurepip (no network needed), if there is one."""
+    found = sorted((ENSUREPIP_WHEELS / "ensurepip" / "_bundled").glob("pip-*.whl"))
+    return found[-1] if found else None
+
+
+@pytest.fixture(scope="session")
+def pip_wheelhouse(wheelhouse: Path) -> Path:
+    """The session wheelhouse, with ensurepip's pip wheel and the one SAFE_BUILD_TEST_PIP names."""
+    bundled = ensurepip_wheel()
+    if bundled is not None and not (wheelhouse / bundled.name).exists():
+        shutil.copy(bundled, wheelhouse)
+    if TEST_PIP is not None:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--dest",
+                str(wheelhouse),
+                TEST_PIP,
+            ],
+            check=True,
+        )
+    return wheelhouse
+
+
+@pytest.fixture
+def make_venvs(pip_env: dict[str, str], tmp_path: Path, pip_wheelhouse: Path) -> MakeVenvs:
+    """``count`` new venvs (pip and setuptools in them), made at once; ``extra`` installed into each,
+    and the pip SAFE_BUILD_TEST_PIP names (or ``pip``, a requirement) first."""
+
+    def make(
+        count: int, name: str = "venv", extra: Sequence[str] = (), pip: str | None = TEST_PIP
+    ) -> list[Path]:
         venvs = [tmp_path / f"{name}{number}" for number in range(count)]
         made = run_parallel(
             [[sys.executable, "-m", "virtualenv", "--quiet", str(venv)] for venv in venvs], pip_env
         )
         assert [result.returncode for result in made] == [0] * count, [result.stderr for result in made]
+        if pip is not None:
+            installed = run_parallel([plain_pip(venv, "install", "--quiet", pip) for venv in venvs], pip_env)
+            assert [result.returncode for result in installed] == [0] * count, [r.stderr for r in installed]
         if extra:
             installed = run_parallel(
                 [plain_pip(venv, "install", "--quiet", *extra) for venv in venvs], pip_env
@@ -519,8 +559,8 @@ def test_busy_environment_lock_is_reported_and_times_out(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:
     [venv] = make_venvs(1)
-    cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
     prefix = Path(os.path.realpath(venv))
+    cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
     env = {**pip_env, "SAFE_BUILD_LOCK_TIMEOUT": "1.5"}
     with state.at(cache, lock_timeout=10).environment_lock(prefix, inside=True).hold("exclusive"):
         result = run(safe_pip("--python", venv, "install", "flit_core"), env)
@@ -576,8 +616,8 @@ def test_a_pip_reinstalled_while_safe_pip_waits_runs_afresh(
     """The pip that safe-pip starts early imports pip while safe-pip waits for the lock; if pip's
     files change meanwhile (another pip reinstalled pip), the new pip runs, not a mix of the two."""
     [venv] = make_venvs(1)
-    cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
     prefix = Path(os.path.realpath(venv))
+    cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
     with state.at(cache, lock_timeout=10).environment_lock(prefix, inside=True).hold("exclusive"):
         installing = subprocess.Popen(
             safe_pip("--python", venv, "install", "--quiet", "flit_core"),
@@ -617,6 +657,8 @@ REFUSED = [  # arguments, pip's exit code, a part of pip's message
     (["install", "--target"], 2, "--target option requires 1 argument"),
     (["install", "./empty/"], 1, "Neither 'setup.py' nor 'pyproject.toml' found"),
     (["install", "-r", "missing.txt"], 1, "Could not open requirements file"),
+    (["install", "-r", "empty"], 1, "Is a directory"),
+    (["install", "-r", "/dev/fd/9"], 1, "No such file or directory: '/dev/fd/9'"),  # not open here
 ]
 
 
@@ -637,6 +679,113 @@ def test_what_pip_refuses_gets_pips_own_error_and_exit_code(
     assert not (tmp_path / "t" / "build").exists()
 
 
+def pip_version(venv: Path) -> tuple[int, ...]:
+    found = run([str(venv / "bin" / "python"), "-c", "import pip; print(pip.__version__)"], dict(os.environ))
+    return tuple(int(part) for part in found.stdout.strip().split(".")[:2])
+
+
+def installed(venv: Path, env: dict[str, str]) -> list[str]:
+    """The distributions in ``venv``, as ``name==version``."""
+    return sorted(run(plain_pip(venv, "list", "--format=freeze"), env).stdout.split())
+
+
+@pytest.mark.compat
+def test_requirement_files_from_pipes_and_fifos(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``-r <(…)``, ``-r /dev/stdin`` from a pipe, ``-r FIFO`` with one writer: each is read once,
+    pip installs what it holds (as plain pip does), and the local project in it is built by
+    safe-build (its tree stays as it was)."""
+    project = write(tmp_path / "t", TOOL)
+    before = tree_state(project)
+    content = "./t  # a local project\nflit_core\n"
+    *ours, plain = make_venvs(4)
+    common = ["install", "--no-build-isolation"]
+    substituted = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'exec "$@" -r <(printf "%s" "$CONTENT")',
+            "bash",
+            *safe_pip("--python", ours[0], *common),
+        ],
+        env={**pip_env, "CONTENT": content},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert substituted.returncode == 0, substituted.stderr
+    piped = subprocess.run(
+        safe_pip("--python", ours[1], *common, "-r", "/dev/stdin"),
+        input=content,
+        env=pip_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert piped.returncode == 0, piped.stderr
+    fifo = tmp_path / "requirements.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(
+        ["bash", "-c", 'printf "%s" "$CONTENT" > "$1"', "bash", str(fifo)],
+        env={**pip_env, "CONTENT": content},
+    )
+    from_fifo = run(safe_pip("--python", ours[2], *common, "-r", fifo), pip_env, cwd=tmp_path, timeout=300)
+    assert writer.wait(timeout=10) == 0
+    assert from_fifo.returncode == 0, from_fifo.stderr
+    assert tree_state(project) == before
+    for venv in ours:
+        assert direct_url(venv, "t-4.dist-info") == {"dir_info": {}, "url": project.as_uri()}
+    by_plain_pip = subprocess.run(
+        plain_pip(plain, *common, "-r", "/dev/stdin"),
+        input=content,
+        env=pip_env,
+        cwd=tmp_path,
+        text=True,
+        check=False,
+    )
+    assert by_plain_pip.returncode == 0
+    expected = installed(plain, pip_env)
+    assert "t==4" in expected
+    assert [installed(venv, pip_env) for venv in ours] == [expected] * 3
+
+
+@pytest.mark.compat
+def test_an_option_only_newer_pips_have(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``--group`` (pip 25.1): a pip that has it reads it, and the local project beside it is built by
+    safe-build; an older pip refuses it, and safe-pip gives that pip's own error, building nothing."""
+    bundled = ensurepip_wheel()
+    if bundled is None:
+        pytest.skip("this Python has no ensurepip wheel of pip")
+    project = write(tmp_path / "t", TOOL)
+    (tmp_path / "pyproject.toml").write_text('[dependency-groups]\ndev = ["flit_core"]\n')
+    before = tree_state(project)
+    [older] = make_venvs(1, name="older", pip=str(bundled))
+    [newer] = make_venvs(1, name="newer")
+    arguments = ["install", "--no-build-isolation", "--group", "dev", "./t"]
+    cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
+    for venv in (older, newer):
+        ours = run(safe_pip("--python", venv, *arguments), pip_env, cwd=tmp_path)
+        if pip_version(venv) < (25, 1):
+            plain = run(plain_pip(venv, *arguments), pip_env, cwd=tmp_path)
+            assert (ours.returncode, ours.stderr) == (plain.returncode, plain.stderr)
+            assert ours.returncode == 2
+            assert "no such option: --group" in ours.stderr
+            assert list(cache.rglob("*.whl")) == [], "a build ran for a command pip refuses"
+        else:
+            assert ours.returncode == 0, ours.stderr
+            assert direct_url(venv, "t-4.dist-info") == {"dir_info": {}, "url": project.as_uri()}
+            assert any(name.startswith("flit_core==") for name in installed(venv, pip_env))
+            assert list(cache.rglob("t-4-*.whl")) != [], "safe-build did not build the project"
+        assert tree_state(project) == before
+
+
 def test_unknown_python_gets_pips_own_error(pip_env: dict[str, str], tmp_path: Path) -> None:
     result = run(safe_pip("--python", tmp_path / "nothing", "install", "x"), pip_env)
     assert result.returncode == 1
@@ -646,49 +795,72 @@ def test_unknown_python_gets_pips_own_error(pip_env: dict[str, str], tmp_path: P
 # --- 7. reading pip's command line and configuration --------------------------------------------
 
 
-def test_option_table_is_the_installed_pips() -> None:
-    """pipargs' table of pip's options, parser by parser, against the installed pip's own parsers."""
-
-    def table(options: Sequence[optparse.Option]) -> dict[str, tuple[str, bool]]:
-        return {
-            name: (option.get_opt_string(), option.takes_value())
-            for option in options
-            for name in option._short_opts + option._long_opts
-        }
-
-    def ours(options: dict[str, pipargs._Option]) -> dict[str, tuple[str, bool]]:
-        return {name: (option.name, option.takes_value) for name, option in options.items()}
-
-    assert ours(pipargs.GENERAL) == table(create_main_parser().option_list_all)
-    assert set(pipargs.COMMANDS) == set(commands_dict)
-    for name in commands_dict:
-        assert ours(pipargs.COMMANDS[name]) == table(create_command(name).parser.option_list_all), name
-    assert ours(pipargs.FILE_LINE) == table(build_parser().option_list)
+def described(
+    python: str | Path, argv: Sequence[str], env: dict[str, str] | None = None
+) -> pipargs.Description:
+    """What the gated pip of ``python`` says ``pip ARGV`` asks for (the gate is then closed: pip does
+    not run)."""
+    gate = pipgate.Gate(str(python), dict(os.environ) if env is None else env, list(argv))
+    try:
+        return pipargs.Description.from_json(gate.description())
+    finally:
+        gate.close()
 
 
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
+COMMAND_LINES: list[tuple[list[str], tuple[object, ...]]] = [  # argv; status, command, -r files, positionals
+    (
+        ["install", "-r", "a.txt", "--requirement=b.txt", "-qqrc.txt"],
         (
-            ["install", "-r", "a.txt", "--requirement=b.txt", "-qqrc.txt"],
-            ("install", None, True, ["a.txt", "b.txt", "c.txt"], []),
+            "parsed",
+            "install",
+            [(2, "", "a.txt"), (3, "--requirement=", "b.txt"), (4, "-qqr", "c.txt")],
+            [],
         ),
-        (["--python", "/v", "-q", "install", "--targ", "t", "x"], ("install", "/v", True, [], ["x"])),
-        (["install", "--python", "/v", "x"], ("install", None, True, [], ["x"])),  # pip refuses it there
-        (["install", "--re", "a.txt"], ("install", None, False, [], [])),  # --report? --requirement?
-        (["install", "--no-dep", "x"], ("install", None, False, [], [])),  # --no-deps and --no-dependencies
-        (["install", "--", "-r", "a.txt"], ("install", None, True, [], ["-r", "a.txt"])),
-        (["-v", "--", "install", "x"], ("install", None, True, [], ["x"])),
-        (["--bogus", "install"], (None, None, False, [], [])),
-        (["-q", "--version"], (None, None, True, [], [])),
-    ],
-)
-def test_command_lines_are_read_as_pip_reads_them(argv: list[str], expected: tuple[object, ...]) -> None:
-    """Abbreviations (unambiguous ones only, as optparse has it), clusters, ``--``, --python's place."""
-    args = pipargs.parse(argv)
-    requirements = [found.value for found in args.values("--requirement")]
-    positionals = [found.value for found in args.positionals]
-    assert (args.command, args.python, args.understood, requirements, positionals) == expected
+    ),
+    (["-q", "install", "--targ", "t", "x"], ("parsed", "install", [], [(4, "x")])),
+    (
+        ["install", "--python", "/v", "x"],
+        ("parsed", "install", [], [(3, "x")]),
+    ),  # not pip's --python there
+    (["install", "--re", "a.txt"], ("exited", None, [], [])),  # --report? --requirement?
+    (["install", "--no-dep", "x"], ("exited", None, [], [])),  # --no-deps and --no-dependencies
+    (["install", "--", "-r", "a.txt"], ("parsed", "install", [], [(2, "-r"), (3, "a.txt")])),
+    (["-v", "--", "install", "x"], ("parsed", "install", [], [(3, "x")])),
+    (["-v", "install", "-v", "install"], ("parsed", "install", [], [(3, "install")])),
+    (["--bogus", "install"], ("exited", None, [], [])),
+    (["-q", "--version"], ("exited", None, [], [])),
+    (["instal", "x"], ("exited", None, [], [])),
+]
+
+
+@pytest.mark.compat
+def test_command_lines_are_read_by_pip(make_venvs: MakeVenvs) -> None:
+    """The target's pip reads the command line (abbreviations, clusters, ``--``, the command's name
+    twice) and says where each requirement file and positional requirement is written."""
+    [venv] = make_venvs(1)
+    for argv, expected in COMMAND_LINES:
+        found = described(venv / "bin" / "python", argv)
+        files = [(item.index, item.prefix, item.value) for item in found.values("--requirement")]
+        assert (found.status, found.command, files, list(found.positionals)) == expected, argv
+
+
+@pytest.mark.compat
+def test_python_option_is_read_by_pip(make_venvs: MakeVenvs, tmp_path: Path) -> None:
+    """``--python`` before the command (or pip's ``python`` setting) names the pip that is to run;
+    after the command it is not pip's; a Python that is not there is pip's own error."""
+    [venv] = make_venvs(1)
+    python = venv / "bin" / "python"
+    found = described(python, ["--python", sys.executable, "install", "x"])
+    assert (found.status, found.python, found.handoff, found.positionals) == (
+        "parsed",
+        sys.executable,
+        True,
+        ((3, "x"),),
+    )
+    with_setting = {**os.environ, "PIP_PYTHON": sys.executable}
+    assert described(python, ["install", "x"], with_setting).python == sys.executable
+    assert described(python, ["install", "--python", sys.executable, "x"]).python is None
+    assert described(python, ["--python", str(tmp_path / "none"), "install", "x"]).status == "exited"
 
 
 def pip_cache_dir(venv: Path, env: dict[str, str], *flags: str) -> str | None:
@@ -703,7 +875,6 @@ def test_cache_dir_is_the_one_pip_uses(
     """Command line, variables, PIP_CONFIG_FILE, the environment's pip.conf, --isolated: the cache
     directory safe-pip locks is the one the real pip reports, in each case."""
     [venv] = make_venvs(1)
-    prefix = Path(os.path.realpath(venv))
     file = tmp_path / "pip.ini"
     file.write_text(
         f"[global]\ncache-dir = {tmp_path / 'from-file'}\n[cache]\ncache-dir = {tmp_path / 'from-section'}\n"
@@ -728,8 +899,7 @@ def test_cache_dir_is_the_one_pip_uses(
                 patch.delenv(name)
             for name, value in env.items():
                 patch.setenv(name, value)
-            args = pipargs.parse([*flags, "cache", "dir"])
-            ours = pipargs.cache_dir(args, pipconfig.load(prefix, isolated=args.isolated))
+            ours = described(venv / "bin" / "python", [*flags, "cache", "dir"], env).cache_dir
         theirs = pip_cache_dir(venv, env, *flags)
         assert (str(ours) if ours else None) == (os.path.realpath(theirs) if theirs else None), (
             variables,
