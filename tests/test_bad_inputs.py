@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_build import state
+from safe_build import gitmeta, state
 from safe_build.state import ENVIRONMENT_LOCK_NAME
 from tests.conftest import (
     PROJECTS,
@@ -187,6 +187,49 @@ def not_utf8(path: Path) -> None:
     path.write_bytes(path.read_bytes() + NOT_UTF8)
 
 
+GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}  # no safe.directory from the machine
+
+
+def git(path: Path, *args: str) -> None:
+    done = run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], {**os.environ, **GIT_ENV}, cwd=path
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def repository(damage: Callable[[Path], object] | None = None) -> Setting:
+    """``{bad}`` (written from the case's files) committed to a git repository, then ``damage``d."""
+
+    def make(path: Path) -> None:
+        committed(path)
+        if damage is not None:
+            damage(path)
+
+    return made(make)
+
+
+def committed(path: Path) -> Path:
+    """``path`` made a git repository with all its files in one commit, tagged v1."""
+    for args in (("init", "-q"), ("add", "."), ("commit", "-q", "-m", "one"), ("tag", "v1")):
+        git(path, *args)
+    return path
+
+
+def owned_by_another_user(path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a repository to another user needs root")
+    for current, dirs, files in os.walk(path):
+        for name in [".", *dirs, *files]:
+            os.lchown(os.path.join(current, name), 4321, 4321)
+
+
+def garbage(relative: str, text: str = "garbage\n") -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        (path / relative).write_text(text)
+
+    return damage
+
+
 @contextlib.contextmanager
 def project_locked(values: Fields) -> Iterator[None]:
     """The project lock held exclusive by this test process, as an in-place build would hold it."""
@@ -232,6 +275,7 @@ def build_failed(what: str) -> str:
 
 BAD = ("{bad}", "-nw", "-o", "{out}")
 GOOD = ("{project}", "-nw", "-o", "{out}")
+REPOSITORY = (*BAD, "--isolation", "repository")
 
 
 def unwritable_cache(relative: str) -> Case:
@@ -416,6 +460,51 @@ CASES: dict[str, Case] = {
         "safe-build: error: no such file or directory: {missing}\\xff; "
         "pass the project directory (the one with pyproject.toml or setup.py)",
     ),
+    "repository-owned-by-another-user": Case(
+        REPOSITORY,
+        2,
+        "safe-build: error: git cannot read the repository of {bad}: detected dubious ownership in "
+        "repository at '{bad}'; it belongs to another user: if you trust it, run git config --global --add "
+        "safe.directory {bad}, or build without its git metadata with --isolation copy",
+        files=flit(),
+        env=GIT_ENV,
+        setting=repository(owned_by_another_user),
+    ),
+    "repository-git-dir-gone": Case(
+        REPOSITORY,
+        2,
+        "safe-build: error: git cannot read the repository of {bad}: not a git repository: {missing}; its "
+        ".git file names a git directory that is gone: repair or remove that file, or build without its "
+        "git metadata with --isolation copy",
+        files={**flit(), ".git": "gitdir: {missing}\n"},  # a linked work tree whose repository is gone
+    ),
+    "repository-bad-config": Case(
+        REPOSITORY,
+        2,
+        "safe-build: error: git cannot read the repository of {bad}: bad config line 1 in file .git/config; "
+        "repair the repository, or build without its git metadata with --isolation copy",
+        files=flit(),
+        setting=repository(garbage(".git/config", "[[[\n")),
+    ),
+    # read for the cache key, before anything is built
+    "repository-corrupt-index": Case(
+        REPOSITORY,
+        2,
+        "safe-build: error: git cannot read the repository of {bad}: .git/index: index file smaller than "
+        "expected; make the index again (remove .git/index, then git reset), or build without its git "
+        "metadata with --isolation copy",
+        files=flit(),
+        setting=repository(garbage(".git/index")),
+    ),
+    # read for the snapshot's private metadata
+    "repository-corrupt-packed-refs": Case(
+        (*REPOSITORY, "--no-cache"),
+        2,
+        "safe-build: error: git cannot read the repository of {bad}: unexpected line in .git/packed-refs: "
+        "garbage; repair the repository, or build without its git metadata with --isolation copy",
+        files=flit(),
+        setting=repository(garbage(".git/packed-refs")),
+    ),
     "unreadable-srcdir": Case(
         BAD,
         2,
@@ -547,7 +636,7 @@ def bookkeeping(name: str) -> bool:
 def test_bad_input_is_one_line_and_writes_nothing(name: str, world: World, tmp_path: Path) -> None:
     case = CASES[name]
     values = fields(world, tmp_path)
-    write_files(tmp_path / "bad", case.files)
+    write_files(tmp_path / "bad", {name: fill(text, values) for name, text in case.files.items()})
     prefix: tuple[str, ...] = ()
     if case.unprivileged and os.geteuid() == 0:
         if shutil.which(UNPRIVILEGED[0]) is None:
@@ -618,3 +707,53 @@ def test_damaged_cache_entry_is_rebuilt_and_never_published(
     assert members(outdir / WHEEL) == good
     [artifact] = json.loads((entry_of(world) / "entry.json").read_text())["artifacts"]
     assert artifact["sha256"] == hashlib.sha256((entry_of(world) / WHEEL).read_bytes()).hexdigest()
+
+
+# --- repositories git reads, however old the git or odd the names -------------------------------
+
+OLD_GIT = """#!/bin/sh
+# git before 2.31, which has no --path-format: rev-parse passes the unknown option through to its output
+for arg do
+    case "$arg" in --path-format=*) echo "$arg"; shift; continue ;; esac
+    set -- "$@" "$arg"
+    shift
+done
+exec {git} "$@"
+"""
+
+
+def test_git_before_2_31_gives_a_snapshot_its_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common git directory is found without --path-format, in a linked work tree too."""
+    real_git = shutil.which("git")
+    assert real_git is not None
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text(OLD_GIT.format(git=real_git))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    for name, value in GIT_ENV.items():
+        monkeypatch.setenv(name, value)
+    main = committed(write_files(tmp_path / "main", flit()))
+    git(main, "worktree", "add", "-q", str(tmp_path / "linked"))
+    old = run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], dict(os.environ), cwd=main)
+    assert old.stdout.splitlines() == ["--path-format=absolute", ".git"]  # what git 2.30 answers
+    for work_tree in (main, tmp_path / "linked"):
+        copy = tmp_path / "copies" / work_tree.name
+        shutil.copytree(work_tree, copy, ignore=shutil.ignore_patterns(".git"))
+        gitmeta.give_private_metadata(work_tree, copy)
+        described = run(["git", "describe", "--tags"], dict(os.environ), cwd=copy)
+        assert (described.returncode, described.stdout.strip()) == (0, "v1"), described.stderr
+
+
+def test_names_that_are_not_utf8_in_a_repository_build(world: World, tmp_path: Path) -> None:
+    """A file and a branch named in Latin-1: git's output is bytes, not text to decode."""
+    project = write_files(tmp_path / "project", flit())
+    (project / os.fsdecode(b"caf\xe9.txt")).write_text("")
+    committed(project)
+    git(project, "branch", os.fsdecode(b"caf\xe9"))
+    outdir = tmp_path / "out"
+    command = safe_build_command(project, "-nw", "--isolation", "repository", "-o", outdir)
+    result = run(command, {**world.env, **GIT_ENV}, timeout=TIMEOUT)
+    assert (result.returncode, result.stdout.strip()) == (0, f"Successfully built {WHEEL}"), result.stderr

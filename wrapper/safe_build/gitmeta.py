@@ -16,45 +16,68 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+from safe_build.errors import SafeBuildError
+
+OUTSIDE = "not a git repository (or any of the parent directories)"  # git's words, with LC_ALL=C
+UNBORN = "unknown revision"  # HEAD of a repository without a commit
+
+
+class GitFailed(SafeBuildError):
+    """git refused to read a repository: its own message, and what to do."""
+
 
 def repository_root(project: Path) -> Path | None:
-    """The top of the git work tree ``project`` lies in, or None outside git."""
+    """The top of the git work tree ``project`` lies in, or None outside git, or if git cannot tell."""
     try:
         return Path(_git(project, "rev-parse", "--show-toplevel"))
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, GitFailed):
         return None
+
+
+def check_readable(project: Path) -> None:
+    """Refuse, with git's reason, a repository around ``project`` that git will not read (owned by
+    another user, a broken ``.git``, a linked work tree whose git directory is gone); a build that
+    needs its history would fail further on, or without it. Outside git, or without git, nothing."""
+    try:
+        _git(project, "rev-parse", "--show-toplevel")
+    except OSError:
+        return
+    except GitFailed as failure:
+        if OUTSIDE not in failure.message:
+            raise
 
 
 def give_private_metadata(real: Path, copy: Path) -> None:
     """Make ``copy`` (a snapshot of the work tree ``real``) a repository with ``real``'s history."""
-    gitdir = Path(_git(real, "rev-parse", "--absolute-git-dir"))
-    common = Path(_git(real, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    # the common directory as git gives it, relative to where it ran (--path-format needs git 2.31)
+    gitdir, common_dir = _git(real, "rev-parse", "--absolute-git-dir", "--git-common-dir").split("\n")
+    common = Path(os.path.abspath(real / common_dir))
     private = copy / ".git"
     (private / "objects" / "info").mkdir(parents=True)
     (private / "refs").mkdir()
     (private / "objects" / "info" / "alternates").write_text(
         "\n".join([str(common / "objects"), *_alternates(common / "objects")]) + "\n", encoding="utf-8"
     )
-    shutil.copyfile(gitdir / "HEAD", private / "HEAD")
+    shutil.copyfile(Path(gitdir) / "HEAD", private / "HEAD")
     refs = sorted(
-        _git(real, "for-each-ref", "--format=%(objectname) %(refname)").splitlines(),
-        key=lambda line: line.split(" ", 1)[1],
+        _git_bytes(real, "for-each-ref", "--format=%(objectname) %(refname)").splitlines(),
+        key=lambda line: line.split(b" ", 1)[1],
     )
-    (private / "packed-refs").write_text("".join(f"{line}\n" for line in refs), encoding="utf-8")
-    shutil.copyfile(common / "config", private / "config")
+    (private / "packed-refs").write_bytes(b"".join(line + b"\n" for line in refs))
+    for name, source in (("config", common), ("index", Path(gitdir)), ("shallow", common)):
+        if (source / name).exists():  # git does without a config, as without the others
+            shutil.copyfile(source / name, private / name)
     # the real config may bind the work tree elsewhere (a submodule's does): this one is the copy
     subprocess.run(
         ["git", "config", "--file", str(private / "config"), "--unset-all", "core.worktree"],
         capture_output=True,
         check=False,
     )
-    for name, source in (("index", gitdir), ("shallow", common)):
-        if (source / name).exists():
-            shutil.copyfile(source / name, private / name)
     for submodule in _populated_submodules(real):
         if (copy / submodule).is_dir():
             give_private_metadata(real / submodule, copy / submodule)
@@ -69,22 +92,21 @@ def state(work_tree: Path) -> dict[str, str]:
 
     Read from the real work tree for a lookup and from a snapshot's private metadata for the key
     its build is stored under. Never through ``git describe --dirty``, which would rewrite the
-    user's index; {} outside git or before the first commit.
+    user's index; {} outside git or before the first commit. A repository git cannot read (a
+    corrupt index or packed-refs) is refused, with git's reason.
     """
     try:
         commit, branch, shallow = _git(
             work_tree, "rev-parse", "HEAD", "--symbolic-full-name", "HEAD", "--git-path", "shallow"
         ).split("\n")
-        tags = _git(work_tree, "for-each-ref", "--format=%(objectname) %(refname)", "refs/tags")
-        index = subprocess.run(
-            ["git", "ls-files", "--stage", "-z"],
-            cwd=work_tree,
-            capture_output=True,
-            check=True,
-            env=_quiet_env(),
-        ).stdout
-    except (OSError, ValueError, subprocess.CalledProcessError):
+    except OSError:
         return {}
+    except GitFailed as failure:
+        if OUTSIDE in failure.message or UNBORN in failure.message:
+            return {}
+        raise
+    tags = _git_bytes(work_tree, "for-each-ref", "--format=%(objectname) %(refname)", "refs/tags")
+    index = _git_bytes(work_tree, "ls-files", "--stage", "-z")
     try:  # a shallow clone's history ends early: `git describe` sees fewer tags
         cut = (work_tree / shallow).read_bytes()
     except FileNotFoundError:
@@ -92,7 +114,7 @@ def state(work_tree: Path) -> dict[str, str]:
     return {
         "head": commit,
         "branch": branch,
-        "tags": hashlib.sha256(tags.encode()).hexdigest(),
+        "tags": hashlib.sha256(tags).hexdigest(),
         "index": hashlib.sha256(index).hexdigest(),
         "shallow": hashlib.sha256(cut).hexdigest(),
     }
@@ -108,17 +130,47 @@ def _alternates(objects: Path) -> list[str]:
 
 
 def _populated_submodules(real: Path) -> list[str]:
-    listed = _git(real, "ls-files", "--stage", "-z").split("\0")
+    listed = os.fsdecode(_git_bytes(real, "ls-files", "--stage", "-z")).split("\0")
     gitlinks = [entry.split("\t", 1)[1] for entry in listed if entry.startswith("160000 ")]
     return [path for path in gitlinks if (real / path / ".git").exists()]
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, env=_quiet_env()
-    ).stdout.strip()
+    """git's output, stripped, its bytes that are not UTF-8 kept as os.fsdecode keeps them."""
+    return os.fsdecode(_git_bytes(cwd, *args)).strip()
+
+
+def _git_bytes(cwd: Path, *args: str) -> bytes:
+    """git's output; a refusal is a GitFailed with git's own first line and a hint."""
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, env=_quiet_env())
+    if result.returncode == 0:
+        return result.stdout
+    said = os.fsdecode(result.stderr).strip()
+    first = said.splitlines()[0].removeprefix("fatal: ").removeprefix("error: ") if said else ""
+    reason = first or f"git {args[0]} exited with {result.returncode}"
+    hint = _hint(said, reason, cwd)
+    raise GitFailed(f"git cannot read the repository of {cwd}: {reason}", hint=hint, path=cwd)
+
+
+def _hint(said: str, reason: str, cwd: Path) -> str:
+    """What to do about a repository git refuses; building without its metadata is always one way."""
+    instead = "or build without its git metadata with --isolation copy"
+    if "dubious ownership" in said:
+        trust = f"git config --global --add safe.directory {_top(said) or cwd}"
+        return f"it belongs to another user: if you trust it, run {trust}, {instead}"
+    if reason.startswith("not a git repository: "):  # a .git file naming a directory that is gone
+        return f"its .git file names a git directory that is gone: repair or remove that file, {instead}"
+    if "index" in reason:
+        return f"make the index again (remove .git/index, then git reset), {instead}"
+    return f"repair the repository, {instead}"
+
+
+def _top(said: str) -> str | None:
+    """The repository git names in a refusal (``… in repository at '/path'``)."""
+    match = re.search(r"in repository at '([^']*)'", said)
+    return match.group(1) if match else None
 
 
 def _quiet_env() -> dict[str, str]:
-    """Our own git calls must not refresh the user's index either."""
-    return {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    """Our own git calls must not refresh the user's index either; git's messages are read in English."""
+    return {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from safe_build import traversal
+from safe_build import gitmeta, traversal
 from safe_build.config import Isolation, Setting
 from safe_build.patterns import levels_above
 
@@ -92,10 +92,18 @@ SETUP_CFG_PATH_KEYS = frozenset({"license_file", "license_files"})  # and every 
 def choose(
     setting: Setting[Isolation], project_dir: Path, pyproject: Mapping[str, Any] | None
 ) -> tuple[Mode, str]:
-    """The mode to build ``project_dir`` in, and why: the setting's, or if it is "auto", the detected one."""
+    """The mode to build ``project_dir`` in, and why: the setting's, or if it is "auto", the detected one.
+
+    "repository" needs a repository git will read (or none: then it is "copy"); one git refuses is
+    refused here, with git's reason, before anything is built.
+    """
     if setting.value == "auto":
-        return detect(project_dir, pyproject)
-    return setting.value, f"set by {setting.origin}"
+        mode, why = detect(project_dir, pyproject)
+    else:
+        mode, why = setting.value, f"set by {setting.origin}"
+    if mode == "repository":
+        gitmeta.check_readable(project_dir)
+    return mode, why
 
 
 def detect(project_dir: Path, pyproject: Mapping[str, Any] | None) -> tuple[Mode, str]:
