@@ -22,7 +22,9 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from safe_build import state
+import pytest
+
+from safe_build import buildcompat, state
 from safe_build.buildenvs import MARKER, EnvStore
 from safe_build.errors import EXIT_LOCK_TIMEOUT
 from tests.conftest import (
@@ -34,6 +36,12 @@ from tests.conftest import (
     wheel_problems,
     write_project,
 )
+
+pytestmark = [
+    pytest.mark.compat,  # a smoke test of the build side for .ci/compat
+    # reused environments need build's own helpers; without them builds go through build's main
+    pytest.mark.skipif(buildcompat.CLI is None, reason=f"build's helpers changed: {buildcompat.PROBLEM}"),
+]
 
 DRIVER = textwrap.dedent(
     """\

@@ -16,6 +16,7 @@ from safe_build.cli import main
 from tests.conftest import members, plain_build_command, run, tree_state
 
 MakeProject = Callable[..., Path]
+pytestmark = pytest.mark.compat  # a smoke test of the build side for .ci/compat
 
 
 def error_lines(stderr: str) -> list[str]:
