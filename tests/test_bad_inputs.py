@@ -589,6 +589,25 @@ CASES: dict[str, Case] = {
         2,
         "safe-build: error: {file} is a file, not a virtual environment; choose another venv path",
     ),
+    "venv-path-is-empty": Case(
+        ("venv", ""),
+        2,
+        "safe-build: error: the venv path is an empty string; use: safe-build venv PATH [--clear] "
+        "[--lock-timeout SECONDS] [--cache-dir DIR] [virtualenv options]",
+    ),
+    "venv-path-is-a-named-pipe": Case(
+        ("venv", "{bad}"),
+        2,
+        "safe-build: error: {bad} is a named pipe, not a virtual environment; choose another venv path",
+        setting=made(os.mkfifo),
+    ),
+    # a place where no directory can be made: was exit code 1, "No such file or directory"
+    "venv-path-in-proc": Case(
+        ("venv", "/proc/no-venv-here"),
+        2,
+        "safe-build: error: cannot create the virtual environment at /proc/no-venv-here (No such file or "
+        "directory); choose another venv path",
+    ),
     "venv-path-is-a-project": Case(
         ("venv", "{project}"),
         2,

@@ -60,7 +60,7 @@ def resolve(argument: str) -> Source:
         )
     if not path.is_dir():  # a named pipe, a socket, a device
         raise SafeBuildError(
-            f"{argument} is a {_kind(path)}, not a project directory or a .tar.gz source distribution",
+            f"{argument} is a {kind(path)}, not a project directory or a .tar.gz source distribution",
             hint="pass the project directory (the one with pyproject.toml or setup.py)",
             path=path,
         )
@@ -76,7 +76,7 @@ def resolve(argument: str) -> Source:
         ) from None
     toml = root / "pyproject.toml"
     if "pyproject.toml" not in present and toml.exists():  # build would read it, and fail or hang
-        what = "a directory" if toml.is_dir() else f"a {_kind(toml)}"
+        what = "a directory" if toml.is_dir() else f"a {kind(toml)}"
         raise SafeBuildError(f"{toml} is {what}, not a file", hint="make it a file, or remove it", path=toml)
     if not present:
         raise SafeBuildError(
@@ -88,7 +88,7 @@ def resolve(argument: str) -> Source:
     return Source("project", root, pyproject)
 
 
-def _kind(path: Path) -> str:
+def kind(path: Path) -> str:
     """What ``path`` is, for a message: a named pipe, a socket, a device."""
     mode = path.stat().st_mode
     kinds = (

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from safe_build import config, publish
+from safe_build import config, project, publish
 from safe_build import state as states
 from safe_build.errors import SafeBuildError
 from safe_build.fsutil import remove_tree
@@ -62,7 +62,14 @@ def run(argv: Sequence[str]) -> int:
             print(f"Reusing the virtual environment at {path} ({_describe(path, state)})")
             return 0
         session = _session([*virtualenv_options, str(path)])  # checks the options before anything is made
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a read-only or virtual file system (/proc), a parent that is a file
+            raise SafeBuildError(
+                f"cannot create the virtual environment at {path} ({error.strerror})",
+                hint="choose another venv path",
+                path=path,
+            ) from None
         with own.environment_lock(real, inside=True).hold("exclusive"):
             token = secrets.token_hex(16)
             publish.write_text_atomically(record, token)  # first: the marker is ours only with it
@@ -100,6 +107,8 @@ def _parse(argv: Sequence[str]) -> tuple[str, argparse.Namespace, list[str]]:
             parser.parse_args(["--help"])
         first = f", not {argv[0]}" if argv else ""
         raise SafeBuildError(f"the venv path must come first{first}", hint=f"use: {USAGE}")
+    if not argv[0]:
+        raise SafeBuildError("the venv path is an empty string", hint=f"use: {USAGE}")
     options, rest = parser.parse_known_args(argv[1:])
     return argv[0], options, rest
 
@@ -126,7 +135,8 @@ def _state(path: Path, record: Path) -> State:
     if not path.exists():
         return "missing"
     if not path.is_dir():
-        raise SafeBuildError(f"{path} is a file, not a virtual environment", hint="choose another venv path")
+        what = "a file" if path.is_file() else f"a {project.kind(path)}"
+        raise SafeBuildError(f"{path} is {what}, not a virtual environment", hint="choose another venv path")
     entries = set(os.listdir(path)) - set(LOCK_FILES)
     if COMPLETE in entries:
         return "complete"
