@@ -402,6 +402,7 @@ def test_reinstalling_a_changed_tree_of_the_same_version_installs_the_change(
         assert shown.stdout.strip() == f"t {value}"
 
 
+@pytest.mark.compat
 def test_requirement_files_name_local_projects(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -444,6 +445,7 @@ def test_requirement_files_name_local_projects(
     assert {path: tree_state(path) for path in before} == before
 
 
+@pytest.mark.compat
 def test_direct_url_and_record_match_plain_pip(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -662,6 +664,7 @@ REFUSED = [  # arguments, pip's exit code, a part of pip's message
 ]
 
 
+@pytest.mark.compat
 def test_what_pip_refuses_gets_pips_own_error_and_exit_code(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -869,6 +872,7 @@ def pip_cache_dir(venv: Path, env: dict[str, str], *flags: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+@pytest.mark.compat
 def test_cache_dir_is_the_one_pip_uses(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
