@@ -767,8 +767,9 @@ def test_git_before_2_31_gives_a_snapshot_its_history(
 
 
 def test_names_that_are_not_utf8_in_a_repository_build(world: World, tmp_path: Path) -> None:
-    """A file and a branch named in Latin-1: git's output is bytes, not text to decode."""
-    project = write_files(tmp_path / "project", flit())
+    """A repository, a file and a branch named in Latin-1: git's output is bytes, not text to decode,
+    and the private metadata names the repository in bytes."""
+    project = write_files(tmp_path / os.fsdecode(b"caf\xe9"), flit())
     (project / os.fsdecode(b"caf\xe9.txt")).write_text("")
     committed(project)
     git(project, "branch", os.fsdecode(b"caf\xe9"))

@@ -60,8 +60,9 @@ def give_private_metadata(real: Path, copy: Path) -> None:
     private = copy / ".git"
     (private / "objects" / "info").mkdir(parents=True)
     (private / "refs").mkdir()
-    (private / "objects" / "info" / "alternates").write_text(
-        "\n".join([str(common / "objects"), *_alternates(common / "objects")]) + "\n", encoding="utf-8"
+    alternates = [str(common / "objects"), *_alternates(common / "objects")]
+    (private / "objects" / "info" / "alternates").write_bytes(
+        b"".join(os.fsencode(f"{path}\n") for path in alternates)
     )
     shutil.copyfile(Path(gitdir) / "HEAD", private / "HEAD")
     refs = sorted(
@@ -123,7 +124,7 @@ def state(work_tree: Path) -> dict[str, str]:
 def _alternates(objects: Path) -> list[str]:
     """The real repository's own alternates, made absolute (they may be relative to ``objects``)."""
     try:
-        lines = (objects / "info" / "alternates").read_text(encoding="utf-8").splitlines()
+        lines = os.fsdecode((objects / "info" / "alternates").read_bytes()).splitlines()
     except FileNotFoundError:
         return []
     return [str((objects / line).resolve()) for line in lines if line and not line.startswith("#")]
