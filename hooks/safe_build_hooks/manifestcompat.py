@@ -11,7 +11,6 @@ in the package instead (slower: it builds an sdist), after one warning.
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
@@ -21,8 +20,10 @@ from typing import Any
 
 import check_manifest
 
-# How each function is called here: (name, positional arguments, keyword arguments); placeholders.
-_CALLS: tuple[tuple[str, tuple[object, ...], dict[str, object]], ...] = (
+from safe_build.apicheck import Call, unfit
+
+# How each function is called here; the values are placeholders, never used.
+_CALLS: tuple[Call, ...] = (
     ("UI", (), {"verbosity": 0}),
     ("cd", (".",), {}),
     ("read_config", (), {}),
@@ -41,17 +42,7 @@ def _problem() -> str | None:
     failure = getattr(check_manifest, "Failure", None)
     if not (isinstance(failure, type) and issubclass(failure, Exception)):
         return "check_manifest.Failure is missing"
-    for name, args, kwargs in _CALLS:
-        found = getattr(check_manifest, name, None)
-        if not callable(found):
-            return f"check_manifest.{name} is missing"
-        try:
-            inspect.signature(found).bind(*args, **kwargs)
-        except TypeError as error:
-            return f"check_manifest.{name} takes other arguments ({error})"
-        except ValueError:  # no signature to read: trust the name
-            continue
-    return None
+    return unfit(check_manifest, "check_manifest", _CALLS)
 
 
 PROBLEM = _problem()

@@ -18,7 +18,6 @@ used.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import build
+
+from safe_build.apicheck import Call, unfit
 
 if TYPE_CHECKING:
     from subprocess import CalledProcessError
@@ -55,47 +56,30 @@ class Cli:
     log_subprocess_error: Callable[[Any], None]  # a failed command and its output, in build's style
 
 
-# How safe-build calls each private name: (module, name, positional arguments, keyword arguments).
-# A name must exist and accept exactly such a call; the values are placeholders, never used.
-_CALLS: tuple[tuple[str, str, tuple[object, ...], dict[str, object]], ...] = (
-    ("build.__main__", "_setup_cli", (), {"verbosity": 0}),
-    ("build.__main__", "_cprint", ("{}", "message"), {"file": None}),
-    ("build.__main__", "_error", ("message", 1), {}),
-    ("build.__main__", "_handle_build_error", (), {"env_dir": None, "sdist_extract_dir": None}),
-    ("build.__main__", "_resolve_config_settings", (object(),), {}),
-    ("build.__main__", "_validate_sdist_archive", ("a.tar.gz",), {}),
-    ("build.__main__", "_extract_sdist", ("a.tar.gz", "a"), {"extract_dir": None}),
-    ("build.__main__", "_write_report", ("report.json", "dist", []), {}),
-    ("build.__main__", "_natural_language_list", ([],), {}),
-    ("build._ctx", "log_subprocess_error", (object(),), {}),
-)
+# How safe-build calls each private name, per module; the values are placeholders, never used.
+_CALLS: dict[str, tuple[Call, ...]] = {
+    "build.__main__": (
+        ("_setup_cli", (), {"verbosity": 0}),
+        ("_cprint", ("{}", "message"), {"file": None}),
+        ("_error", ("message", 1), {}),
+        ("_handle_build_error", (), {"env_dir": None, "sdist_extract_dir": None}),
+        ("_resolve_config_settings", (object(),), {}),
+        ("_validate_sdist_archive", ("a.tar.gz",), {}),
+        ("_extract_sdist", ("a.tar.gz", "a"), {"extract_dir": None}),
+        ("_write_report", ("report.json", "dist", []), {}),
+        ("_natural_language_list", ([],), {}),
+    ),
+    "build._ctx": (("log_subprocess_error", (object(),), {}),),
+    # a new environment as build's command line makes one (with _fresh)
+    "DefaultIsolatedEnv": (("install", (None, ["req"]), {"constraints": [], "_fresh": True}),),
+}
 
 
-def _check(found: object, where: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str | None:
-    """Why ``found`` cannot take the call, or None."""
-    if not callable(found):
-        return f"{where} is not callable"
-    try:
-        inspect.signature(found).bind(*args, **kwargs)
-    except TypeError as error:
-        return f"{where} takes other arguments ({error})"
-    except ValueError:  # no signature to read: trust the name
-        return None
-    return None
-
-
-def _problem(modules: Mapping[str, object], isolated_env: type) -> str | None:
+def _problem(modules: Mapping[str, object]) -> str | None:
     """Why build's helpers in ``modules`` cannot be used as safe-build uses them, or None."""
-    for module, name, args, kwargs in _CALLS:
-        where = f"{module}.{name}"
-        found = getattr(modules[module], name, None)
-        problem = f"{where} is missing" if found is None else _check(found, where, args, kwargs)
-        if problem is not None:
+    for where, calls in _CALLS.items():
+        if (problem := unfit(modules[where], where, calls)) is not None:
             return problem
-    install = getattr(isolated_env, "install", None)
-    fresh = {"constraints": [], "_fresh": True}
-    if (problem := _check(install, "DefaultIsolatedEnv.install", (None, ["req"]), fresh)) is not None:
-        return problem
     main = modules["build.__main__"]
     if not isinstance(getattr(main, "_CliArgs", None), type):
         return "build.__main__._CliArgs is missing"
@@ -117,7 +101,7 @@ def _load() -> tuple[Cli | None, str | None]:
         from build.env import DefaultIsolatedEnv  # noqa: PLC0415
     except ImportError as error:
         return None, f"cannot import {error.name or error}"
-    problem = _problem({"build.__main__": main, "build._ctx": _ctx}, DefaultIsolatedEnv)
+    problem = _problem({"build.__main__": main, "build._ctx": _ctx, "DefaultIsolatedEnv": DefaultIsolatedEnv})
     if problem is not None:
         return None, problem
 
