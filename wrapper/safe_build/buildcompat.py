@@ -18,6 +18,7 @@ used.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -165,8 +166,9 @@ def make_environment(path: str, installer: Installer, requirements: list[str], c
     return isolated.python_executable
 
 
+@functools.cache  # once per process, however many builds it runs (safe-pip builds several)
 def fallback_warning(stream: TextIO | None = None) -> None:
-    """Say once, for a run whose isolated builds make a fresh environment because of :data:`PROBLEM`."""
+    """Say that isolated builds make a fresh environment because of :data:`PROBLEM`."""
     print(
         f"safe-build: warning: build {build.__version__} is not one this safe-build knows ({PROBLEM}); "
         "isolated builds make a fresh environment each time, as python -m build does",
