@@ -136,6 +136,13 @@ class Description:
 
     @classmethod
     def from_json(cls, found: Mapping[str, Any] | None) -> Description:
+        try:
+            return cls._from_json(found)
+        except (KeyError, TypeError, ValueError, AttributeError):  # not what the program sends
+            return cls("unknown")
+
+    @classmethod
+    def _from_json(cls, found: Mapping[str, Any] | None) -> Description:
         if found is None or found.get("status") not in ("parsed", "exited"):
             return cls("unknown")
         if found["status"] == "exited":
@@ -327,8 +334,8 @@ def write_copy(file: RequirementFile, shims: Mapping[Path, Path], directory: Pat
 def _rewritten_line(
     line: Line, file: RequirementFile, shims: Mapping[Path, Path], directory: Path, base: Path
 ) -> str | None:
-    if line.number in file.projects:
-        project = file.projects[line.number]
+    project = file.projects.get(line.number)
+    if project is not None and project.directory in shims:
         return project.pointing_to(shims[project.directory]) + line.options_text
     if line.nested is not None:
         named = line.nested.path

@@ -11,8 +11,12 @@ runs the real pip with the arguments unchanged, and around it:
 - holds the project lock of every editable project, exclusive: pip builds those in place;
 - holds the environment lock, exclusive, for every command that changes an environment.
 
-pip itself is started first and waits at a gate (``pipgate``) until the locks are held; it
-keeps them until it exits.
+pip itself is started first (``pipgate``): it reads the command line, its requirement files and
+its configuration with its own parsers and tells safe-pip what they ask for, then waits at a gate
+until the locks are held; it keeps them until it exits. If pip's reading ended pip (a usage error,
+``--version``), pip's output is printed and pip does not run; if it could not be had, every lock
+is taken and nothing is built by safe-build. Requirement files from pipes and FIFOs, read once by
+that pip, reach it again as private copies.
 
 Locks are taken in the one order of ``state.Rank``: pip's cache, then what the builds take
 (safe-build's cache, a key, a project), then the editable projects, then the environment; the
