@@ -584,6 +584,13 @@ CASES: dict[str, Case] = {
         "safe-build: error: invalid value 'lots' for --max-size; give a size: 500M, 2G, 1.5GiB or plain "
         "bytes; K, M, G, T count in 1000s, Ki, Mi, Gi, Ti in 1024s",
     ),
+    # more digits than a float holds: was an OverflowError traceback
+    "cache-prune-size-beyond-a-float": Case(
+        ("cache", "prune", "--max-size", "9" * 400),
+        2,
+        f"safe-build: error: invalid value '{'9' * 400}' for --max-size; give a size: 500M, 2G, 1.5GiB or "
+        "plain bytes; K, M, G, T count in 1000s, Ki, Mi, Gi, Ti in 1024s",
+    ),
     "venv-path-is-a-file": Case(
         ("venv", "{file}"),
         2,
@@ -776,4 +783,17 @@ def test_names_that_are_not_utf8_in_a_repository_build(world: World, tmp_path: P
     outdir = tmp_path / "out"
     command = safe_build_command(project, "-nw", "--isolation", "repository", "-o", outdir)
     result = run(command, {**world.env, **GIT_ENV}, timeout=TIMEOUT)
+    assert (result.returncode, result.stdout.strip()) == (0, f"Successfully built {WHEEL}"), result.stderr
+
+
+# --- special files in a project: never opened while choosing the isolation mode -------------------
+
+
+@pytest.mark.parametrize("name", ["setup.cfg", "setup.py"])
+def test_a_named_pipe_in_the_project_is_not_read(name: str, world: World, tmp_path: Path) -> None:
+    """Reading a named pipe waits for a writer that never comes: ``auto`` looked in both files."""
+    project = write_files(tmp_path / "project", flit())
+    os.mkfifo(project / name)
+    command = safe_build_command(project, "-nw", "-o", tmp_path / "out")
+    result = run(command, world.env, timeout=TIMEOUT)
     assert (result.returncode, result.stdout.strip()) == (0, f"Successfully built {WHEEL}"), result.stderr

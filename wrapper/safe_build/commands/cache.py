@@ -209,9 +209,10 @@ def _days(text: str) -> float:
 
 def _bytes(text: str) -> int:
     match = _SIZE.fullmatch(text.strip())
-    if match is None:
+    size = float(match[1]) * _UNITS[(match[2] or "").lower()] if match else math.nan
+    if not math.isfinite(size):  # not a size, or more digits than a float holds
         raise SafeBuildError(f"invalid value {text!r} for --max-size", hint=f"give a size: {SIZE_HELP}")
-    return round(float(match[1]) * _UNITS[(match[2] or "").lower()])
+    return round(size)
 
 
 def _size(size: float) -> str:
