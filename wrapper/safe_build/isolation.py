@@ -189,6 +189,8 @@ def _outside_requirements(project_dir: Path, pyproject: Mapping[str, Any]) -> st
 def _setup_cfg_paths(project_dir: Path) -> Iterator[tuple[str, str]]:
     """``license_files = ../LICENSE``, ``long_description = file: ../README.md`` and the like."""
     parser = configparser.ConfigParser(interpolation=None, strict=False)
+    if not (project_dir / "setup.cfg").is_file():  # reading a named pipe would wait forever
+        return
     try:
         parser.read(project_dir / "setup.cfg", encoding="utf-8")
     except (configparser.Error, UnicodeDecodeError):
@@ -239,6 +241,8 @@ def _signs_in_files(signs: tuple[tuple[str, re.Pattern[str], str], ...]) -> Chec
 
     def check(project_dir: Path, pyproject: Mapping[str, Any]) -> str | None:
         for name, pattern, reason in signs:
+            if not (project_dir / name).is_file():  # reading a named pipe would wait forever
+                continue
             try:
                 text = (project_dir / name).read_text(encoding="utf-8", errors="replace")
             except OSError:
