@@ -183,6 +183,13 @@ def link_to_missing(path: Path) -> None:
 NOT_UTF8 = b'\n[tool.demo]\nname = "caf\xe9"\n'  # Latin-1
 
 
+def link_to_itself(path: Path) -> None:
+    path.symlink_to(path.name)
+
+
+LONG_NAME = "a" * 300  # longer than a file name may be (NAME_MAX is 255 on Linux)
+
+
 def not_utf8(path: Path) -> None:
     path.write_bytes(path.read_bytes() + NOT_UTF8)
 
@@ -441,6 +448,20 @@ CASES: dict[str, Case] = {
         "pass the project directory (the one with pyproject.toml or setup.py)",
         setting=made(link_to_missing),
     ),
+    "srcdir-is-a-link-loop": Case(
+        BAD,
+        2,
+        "safe-build: error: {bad} is a link that leads round in a loop; "
+        "pass the project directory (the one with pyproject.toml or setup.py)",
+        setting=made(link_to_itself),
+    ),
+    # was exit code 1, a bare "File name too long"
+    "srcdir-name-too-long": Case(
+        (f"{{out}}/{LONG_NAME}", "-nw", "-o", "{out}"),
+        2,
+        f"safe-build: error: cannot use {{out}}/{LONG_NAME}: File name too long; "
+        "pass the project directory (the one with pyproject.toml or setup.py)",
+    ),
     "srcdir-is-empty": Case(
         ("", "-nw", "-o", "{out}"),
         2,
@@ -609,6 +630,12 @@ CASES: dict[str, Case] = {
         setting=made(os.mkfifo),
     ),
     # a place where no directory can be made: was exit code 1, "No such file or directory"
+    "venv-path-name-too-long": Case(
+        ("venv", f"{{out}}/{LONG_NAME}"),
+        2,
+        f"safe-build: error: cannot use {{out}}/{LONG_NAME} as the venv path (File name too long); "
+        "choose another venv path",
+    ),
     "venv-path-in-proc": Case(
         ("venv", "/proc/no-venv-here"),
         2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -40,13 +41,14 @@ def resolve(argument: str) -> Source:
             hint="pass the project directory (the one with pyproject.toml or setup.py), or . for this one",
         )
     path = Path(argument).absolute()
-    if not path.exists():
-        target = f", a link to {os.readlink(path)}, which does not exist" if path.is_symlink() else ""
+    try:
+        path.stat()
+    except OSError as error:
         raise SafeBuildError(
-            f"no such file or directory: {argument}{target}",
+            _unusable(argument, path, error),
             hint="pass the project directory (the one with pyproject.toml or setup.py)",
             path=path,
-        )
+        ) from None
     if path.is_file():
         name = path.name.lower()
         if name.endswith(".tar.gz"):
@@ -86,6 +88,19 @@ def resolve(argument: str) -> Source:
         )
     pyproject = read_pyproject(root / "pyproject.toml") if "pyproject.toml" in present else None
     return Source("project", root, pyproject)
+
+
+def _unusable(argument: str, path: Path, error: OSError) -> str:
+    """Why ``argument`` names nothing to build: missing, a dangling link or a loop of links, a name
+    too long."""
+    if error.errno == errno.ELOOP:
+        return f"{argument} is a link that leads round in a loop"
+    if error.errno not in (errno.ENOENT, errno.ENOTDIR):
+        return f"cannot use {argument}: {error.strerror}"
+    dangling = os.path.islink(path)
+    return f"no such file or directory: {argument}" + (
+        f", a link to {os.readlink(path)}, which does not exist" if dangling else ""
+    )
 
 
 def kind(path: Path) -> str:

@@ -53,7 +53,12 @@ def run(argv: Sequence[str]) -> int:
     real = Path(os.path.realpath(path))
     lock = own.venv_lock(real)
     record = lock.lock_file.with_name(lock.lock_file.name + ".creating")  # where only safe-build writes
-    _state(path, record)  # refuse what is not ours to touch before waiting for anything
+    try:
+        _state(path, record)  # refuse what is not ours to touch before waiting for anything
+    except OSError as error:  # a name too long, a directory that cannot be read
+        raise SafeBuildError(
+            f"cannot use {path} as the venv path ({error.strerror})", hint="choose another venv path"
+        ) from None
     with lock.hold("exclusive"):
         state = _state(path, record)  # again: another creation may have finished, or died, meanwhile
         if state in ("complete", "other venv") and not options.clear:
