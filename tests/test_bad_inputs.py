@@ -590,6 +590,20 @@ CASES: dict[str, Case] = {
         "or SAFE_BUILD_CACHE_DIR",
         env={"SAFE_BUILD_CACHE_DIR": "{file}"},
     ),
+    # these two were right already; an adversary's first tries, kept so
+    "cache-dir-is-a-named-pipe": Case(
+        GOOD,
+        2,
+        "safe-build: error: the cache directory {bad} is not a directory; choose another with --cache-dir "
+        "or SAFE_BUILD_CACHE_DIR",
+        env={"SAFE_BUILD_CACHE_DIR": "{bad}"},
+        setting=made(os.mkfifo),
+    ),
+    "outdir-is-a-device": Case(
+        ("{project}", "-nw", "-o", "/dev/null"),
+        2,
+        "safe-build: error: output directory /dev/null is not a directory; choose another with -o",
+    ),
     "lock-timeout": Case(
         (*GOOD, "--no-cache", "--lock-timeout", "0.5"),
         3,
