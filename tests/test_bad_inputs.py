@@ -583,6 +583,13 @@ CASES: dict[str, Case] = {
     "unwritable-cache-dir": unwritable_cache(""),
     # once, safe-build waited forever for a lock file it could not create
     "unwritable-private-dirs": unwritable_cache("tmp"),
+    # was a RuntimeError traceback ("Could not determine home directory")
+    "cache-dir-of-an-unknown-user": Case(
+        (*GOOD, "--cache-dir", "~no-such-user-here/cache"),
+        2,
+        "safe-build: error: invalid value '~no-such-user-here/cache' for --cache-dir; a leading ~ must name "
+        "a user with a home directory here: give another",
+    ),
     "cache-dir-is-a-file": Case(
         GOOD,
         2,

@@ -173,7 +173,12 @@ def _pattern(text: str, *, above: bool) -> str:
 def _directory(text: str) -> Path:
     if not text:
         raise _Invalid(text, "give a directory")
-    return Path(text).expanduser().absolute()
+    try:
+        return Path(text).expanduser().absolute()
+    except RuntimeError:  # ~user of a user this system does not know, or ~ without a home
+        raise _Invalid(
+            text, "a leading ~ must name a user with a home directory here: give another"
+        ) from None
 
 
 def _yes_no(text: str) -> bool:
