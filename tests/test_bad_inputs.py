@@ -834,6 +834,17 @@ def test_names_that_are_not_utf8_in_a_repository_build(world: World, tmp_path: P
     assert (result.returncode, result.stdout.strip()) == (0, f"Successfully built {WHEEL}"), result.stderr
 
 
+def test_a_repository_without_a_config_builds(world: World, tmp_path: Path) -> None:
+    """git reads a repository without .git/config; its private metadata was a copy of that file."""
+    project = committed(write_files(tmp_path / "project", flit()))
+    (project / ".git" / "config").unlink()
+    command = safe_build_command(
+        project, "-nw", "--isolation", "repository", "--no-cache", "-o", tmp_path / "out"
+    )
+    result = run(command, {**world.env, **GIT_ENV}, timeout=TIMEOUT)
+    assert (result.returncode, result.stdout.strip()) == (0, f"Successfully built {WHEEL}"), result.stderr
+
+
 # --- special files in a project: never opened while choosing the isolation mode -------------------
 
 
