@@ -115,7 +115,7 @@ def state(work_tree: Path) -> dict[str, str]:
     return {
         "head": commit,
         "branch": branch,
-        "tags": hashlib.sha256(tags).hexdigest(),
+        "tags": hashlib.sha256(tags.strip()).hexdigest(),  # stripped, as keys made before hashed it
         "index": hashlib.sha256(index).hexdigest(),
         "shallow": hashlib.sha256(cut).hexdigest(),
     }
