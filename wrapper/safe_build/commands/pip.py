@@ -142,9 +142,18 @@ def run(argv: Sequence[str], gate: pipgate.Gate | None = None) -> int:
     another one (pip's ``python`` setting names another interpreter; the target has no pip of its
     own), the right one is started and asked.
     """
+    # what needs no answer from pip is done while pip imports itself: the usual target, our state
+    named = _python_named(argv)
+    try:
+        target: Target | None = _find_target(named)
+    except SafeBuildError:
+        target = None  # pip's ``python`` setting may name one: it says below
+    state = _early_state(argv)
     guessed = Description.from_json(gate.description()) if gate is not None else Description("unknown")
-    named = guessed.python if guessed.status == "parsed" else _python_named(argv)
-    target = _find_target(named)
+    if guessed.status == "parsed" and guessed.python != named:
+        named, target = guessed.python, None
+    if target is None:
+        target = _find_target(named)
     arguments = [*target.leading, *argv]
     with contextlib.ExitStack() as started:
         if gate is None or not gate.fits(target.interpreter, target.env, arguments):
@@ -157,7 +166,18 @@ def run(argv: Sequence[str], gate: pipgate.Gate | None = None) -> int:
             described = guessed
         if described.status == "exited" or target.prefix is None:
             return _run_pip(gate, arguments, [])  # pip prints its error, or --version, --help…
-        return _run_locked(described, arguments, target, target.prefix, gate)
+        return _run_locked(described, arguments, target, target.prefix, gate, state=state)
+
+
+def _early_state(argv: Sequence[str]) -> states.State | None:
+    """safe-build's state, if the command line looks like one that takes locks (a guess: the state is
+    made later if need be); None on any problem, which is then reported when the state is needed."""
+    if not any(word in CHANGING or word in USING_CACHE for word in argv):
+        return None
+    try:
+        return states.at(config.cache_dir(), lock_timeout=config.lock_timeout(None))
+    except SafeBuildError:
+        return None
 
 
 def _python_named(argv: Sequence[str]) -> str | None:
@@ -166,14 +186,21 @@ def _python_named(argv: Sequence[str]) -> str | None:
 
 
 def _run_locked(
-    described: Description, arguments: Sequence[str], target: Target, prefix: Path, gate: pipgate.Gate
+    described: Description,
+    arguments: Sequence[str],
+    target: Target,
+    prefix: Path,
+    gate: pipgate.Gate,
+    *,
+    state: states.State | None = None,
 ) -> int:
     """pip under the locks the command needs, its local projects built first.
 
     If pip's reading of the command line is unknown, every lock it could need is taken: pip's cache
     (exclusive) and the environment; nothing is built through safe-build.
     """
-    state = states.at(config.cache_dir(), lock_timeout=config.lock_timeout(None))
+    if state is None:
+        state = states.at(config.cache_dir(), lock_timeout=config.lock_timeout(None))
     unknown = described.status != "parsed"
     command = described.command
     location = described.location if command == "install" else pipargs.Location()
