@@ -149,12 +149,15 @@ def _parsed(arguments: list[str]) -> dict[str, Any]:
     finally:
         sys.stdout, sys.stderr = saved
     handoff = bool(python) and RUNNING_IN_SUBPROCESS not in os.environ
-    if handoff:  # pip would run the pip of another Python (if it finds it), which reads the same line
+    if handoff:  # pip would run the pip of another Python, which reads the same line
         from pip._internal.cli.main_parser import identify_python_interpreter
 
-        handoff = identify_python_interpreter(str(python)) is not None
-    if handoff:
-        os.environ[RUNNING_IN_SUBPROCESS] = "1"  # read it, but do not start that pip
+        if identify_python_interpreter(str(python)) is None:  # parse_command's error, as main() prints it
+            sys.stderr.write(f"ERROR: Could not locate Python interpreter {python}")
+            sys.stderr.write(os.linesep)
+            sys.exit(1)
+    saved_flag = os.environ.get(RUNNING_IN_SUBPROCESS)
+    os.environ[RUNNING_IN_SUBPROCESS] = "1"  # read the line, never start another pip here
     try:
         try:
             name, command_arguments = parse_command(list(arguments))
@@ -166,7 +169,7 @@ def _parsed(arguments: list[str]) -> dict[str, Any]:
         seen = _watch(command.parser, len(command_arguments))
         options, positionals = command.parse_args(list(command_arguments))
     finally:
-        if handoff:
+        if saved_flag is None:
             del os.environ[RUNNING_IN_SUBPROCESS]
     removed = arguments.index(name)  # pip removes the first word equal to the command's name
 
