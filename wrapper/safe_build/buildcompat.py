@@ -14,12 +14,17 @@ in a fresh isolated environment through build's public ``main`` (correct, only s
 one warning naming build's version (:func:`fallback_warning`). The public names (``main``,
 ``main_parser``, ``ProjectBuilder``, ``DefaultIsolatedEnv`` itself) are imported where they are
 used.
+
+safe-build's own lines (a cache hit, its warnings, lock waits) take build's look through
+:func:`styles` and :func:`styled`: build's colours, chosen by build's own rule (``NO_COLOR``,
+``FORCE_COLOR``, whether the stream is a terminal); without build's helpers, no colours.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -55,6 +60,7 @@ class Cli:
     log: Log  # _ctx.log(message, kind=...): a step, a subprocess line
     verbosity: Callable[[], int]  # _ctx.verbosity
     log_subprocess_error: Callable[[Any], None]  # a failed command and its output, in build's style
+    init_colors: Callable[[], None]  # _init_colors(): build's colours for this process's streams
 
 
 # How safe-build calls each private name, per module; the values are placeholders, never used.
@@ -69,6 +75,7 @@ _CALLS: dict[str, tuple[Call, ...]] = {
         ("_extract_sdist", ("a.tar.gz", "a"), {"extract_dir": None}),
         ("_write_report", ("report.json", "dist", []), {}),
         ("_natural_language_list", ([],), {}),
+        ("_init_colors", (), {}),
     ),
     "build._ctx": (("log_subprocess_error", (object(),), {}),),
     # a new environment as build's command line makes one (with _fresh)
@@ -124,6 +131,7 @@ def _load() -> tuple[Cli | None, str | None]:
         log=log,
         verbosity=lambda: int(_ctx.verbosity),
         log_subprocess_error=_ctx.log_subprocess_error,
+        init_colors=main._init_colors,
     )
     return cli, None
 
@@ -137,6 +145,29 @@ def log(message: str, *, kind: tuple[str, ...] | None = None) -> None:
         CLI.log(message, kind=kind)
     else:
         print(message, file=sys.stderr)
+
+
+NO_STYLES: Mapping[str, str] = dict.fromkeys(
+    ("red", "green", "yellow", "bold", "dim", "underline", "reset"), ""
+)
+
+
+def styles(stream: TextIO | None = None) -> Mapping[str, str]:
+    """build's colour codes for ``stream`` (stderr by default) in this process, as ``python -m build``
+    chooses them: none with ``NO_COLOR``, all with ``FORCE_COLOR``, else where the stream is a
+    terminal. Without build's helpers: none."""
+    if CLI is None:
+        return NO_STYLES
+    with warnings.catch_warnings():  # "both NO_COLOR and FORCE_COLOR": build's frontend says so itself
+        warnings.simplefilter("ignore")
+        CLI.init_colors()
+    return CLI.styles()["stdout" if stream is sys.stdout else "stderr"]
+
+
+def styled(fmt: str, message: str = "", stream: TextIO | None = None) -> str:
+    """``fmt`` (``{}`` for ``message``, ``{bold}``… for build's colours) as build's ``_cprint`` would
+    print it to ``stream`` (stderr by default): the line, to be printed by the caller."""
+    return fmt.format(message, **styles(stream or sys.stderr))
 
 
 def log_subprocess_error(error: CalledProcessError) -> None:

@@ -2,7 +2,7 @@
 
 Layout under the cache root::
 
-    wheels/<key[:2]>/<key>/            an entry: its artifacts, and entry.json written last
+    wheels/<key[:2]>/<key>/            an entry: its artifacts, the build's output, entry.json written last
     wheels/.work/<key>-<hex>/          an entry being stored
     wheels/.trash/<key>-<hex>/         an entry being removed
     locks/cache.lock                   shared by every use of entries, exclusive for clean and prune
@@ -11,6 +11,10 @@ Layout under the cache root::
 (``state`` owns the layout and makes the locks.) An entry's artifacts are kept without group or
 other write permission, and an entry that is not ours alone (``fsutil.private_to_us``) is treated
 as damaged.
+
+An entry also keeps what its build showed (:class:`Output`): the frontend's and backend's output
+(``output.log``, 0600, its size and sha256 in entry.json and verified with the artifacts) and the
+warnings among it, which a cache hit shows again. Entries stored before it have neither.
 
 An entry appears by one ``rename`` of a complete directory and disappears by one ``rename`` into the
 trash, so nobody sees half of one. Every use of entries holds the cache lock shared, so clean and prune,
@@ -48,6 +52,7 @@ from safe_build.fsutil import fsync_dir, private_to_us, remove_tree
 from safe_build.state import State
 
 ENTRY_FILE = "entry.json"
+OUTPUT_LOG = "output.log"
 FORMAT = 1  # of entry.json; an entry in another format is treated as damaged and rebuilt
 WORK = ".work"
 TRASH = ".trash"
@@ -65,6 +70,14 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Output:
+    """What a build showed: its output as the user saw it (a file), and the warnings among it."""
+
+    log: Path | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Entry:
     """A complete entry as recorded in its entry.json, with where it is, its size and its last use."""
 
@@ -77,6 +90,13 @@ class Entry:
     path: Path
     size: int  # bytes on disk, entry.json included
     last_used: float
+    warnings: tuple[str, ...] = ()  # what the build warned of, as build showed it (without "WARNING ")
+    log: Artifact | None = None  # the build's output, in OUTPUT_LOG
+
+    @property
+    def output_log(self) -> Path | None:
+        """The build's output as it was shown, if the entry kept it."""
+        return None if self.log is None else self.path / OUTPUT_LOG
 
     @property
     def files(self) -> list[Path]:
@@ -175,9 +195,17 @@ class Cache:
             self._remove(path)
 
     def store(
-        self, key: str, artifacts: Sequence[Path], *, project: str, version: str, inputs: Mapping[str, object]
+        self,
+        key: str,
+        artifacts: Sequence[Path],
+        *,
+        project: str,
+        version: str,
+        inputs: Mapping[str, object],
+        output: Output | None = None,
     ) -> Entry:
-        """Copy ``artifacts`` into the entry of ``key`` and return it; ``inputs`` (JSON) is for display.
+        """Copy ``artifacts`` into the entry of ``key`` and return it; ``inputs`` (JSON) is for display;
+        ``output``: what the build showed, kept beside them.
 
         The entry is assembled in a work directory, every file synced, entry.json last, and renamed
         into place in one step. An entry already there (only possible if someone bypassed the key
@@ -185,8 +213,8 @@ class Cache:
         """
         self._require_flight(key)
         names = [path.name for path in artifacts]
-        if not names or len(set(names)) != len(names) or ENTRY_FILE in names:
-            raise ValueError(f"artifacts need unique names, none of them {ENTRY_FILE}: {names}")
+        if not names or len(set(names)) != len(names) or {ENTRY_FILE, OUTPUT_LOG} & set(names):
+            raise ValueError(f"artifacts need unique names, not {ENTRY_FILE} or {OUTPUT_LOG}: {names}")
         work_root = self.wheels / WORK
         work_root.mkdir(mode=0o700, exist_ok=True)
         for dead in work_root.glob(f"{key}-*"):  # we hold the key: these writers are gone
@@ -198,6 +226,14 @@ class Cache:
             for path in placed:  # only we may change what later builds are given
                 os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
             stored = [_digest(path) for path in placed]
+            output = output or Output()
+            log = None
+            if output.log is not None:
+                with publish.replacing(work / OUTPUT_LOG) as copy, output.log.open("rb") as original:
+                    while chunk := original.read(_CHUNK):
+                        copy.write(chunk)
+                os.chmod(work / OUTPUT_LOG, 0o600)
+                log = _digest(work / OUTPUT_LOG)
             record = {
                 "format": FORMAT,
                 "key": key,
@@ -206,6 +242,8 @@ class Cache:
                 "artifacts": [dataclasses.asdict(artifact) for artifact in stored],
                 "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "inputs": dict(inputs),
+                "warnings": list(output.warnings),
+                "log": None if log is None else dataclasses.asdict(log),
             }
             publish.write_text_atomically(work / ENTRY_FILE, json.dumps(record, indent=2) + "\n")
             return self._move_into_place(work, key)
@@ -364,13 +402,18 @@ def _read_entry(path: Path) -> Entry:
         path=path,
         size=_tree_size(path),
         last_used=record.stat().st_mtime,
+        warnings=tuple(_typed(text, str) for text in _typed(data.get("warnings", []), list)),
+        log=None if data.get("log") is None else _artifact(data["log"], OUTPUT_LOG),
     )
 
 
-def _artifact(item: object) -> Artifact:
+def _artifact(item: object, expected: str | None = None) -> Artifact:
     fields = _typed(item, dict)
     name = _typed(fields["name"], str)
-    if Path(name).name != name or name in ("", ".", "..", ENTRY_FILE):
+    if expected is not None and name != expected:
+        raise ValueError(f"{name!r} is not {expected!r}")
+    reserved = (ENTRY_FILE,) if expected is not None else (ENTRY_FILE, OUTPUT_LOG)
+    if Path(name).name != name or name in ("", ".", "..", *reserved):
         raise ValueError(f"{name!r} is not the name of a file in the entry")
     return Artifact(name, _typed(fields["size"], int), _typed(fields["sha256"], str))
 
@@ -381,10 +424,10 @@ def _verified(path: Path) -> Entry | None:
         return None  # another user could have written it: not to be published
     try:
         entry = _read_entry(path)
-        intact = all(
-            private_to_us(file) and _digest(file) == artifact
-            for file, artifact in zip(entry.files, entry.artifacts, strict=True)
-        )
+        kept = list(zip(entry.files, entry.artifacts, strict=True))
+        if entry.log is not None:
+            kept.append((path / OUTPUT_LOG, entry.log))
+        intact = all(private_to_us(file) and _digest(file) == artifact for file, artifact in kept)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return entry if intact else None

@@ -20,6 +20,10 @@ to, one it holds, except for locks of equal rank taken in the order of their pat
 of one safe-pip command). The locks held are listed per process; a forked build child inherits
 the list along with the descriptors, so it is held to the same order. A breach is a bug in
 safe-build: ``LockOrderError`` says which two locks, before anything waits.
+
+A wait longer than a second is one line (then one every 30 s) naming the lock and its holder, its
+``safe-build:`` in build's warning colour (``buildcompat.styles``), none with ``-qq`` (:data:`quiet`);
+on a terminal the status line (``progress``) says meanwhile who holds it and for how long.
 """
 
 from __future__ import annotations
@@ -38,15 +42,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
+from safe_build import progress
 from safe_build.errors import LockTimeout, SafeBuildError
 from safe_build.fsutil import NO_LOCKS, still_names
 from safe_build.processes import pid_alive, pid_namespace
 
 Mode = Literal["shared", "exclusive"]
 
-# Where waiting messages go; None: stderr. A build child whose stderr is captured points it at
-# the user's terminal, so that waiting stays visible.
+# Where waiting messages go; None: stderr.
 notices: TextIO | None = None
+# No waiting messages (build's -qq: nothing but warnings and errors); a timeout is still an error.
+quiet = False
 
 GRACE_SECONDS = 1.0  # a wait shorter than this is not worth a message
 UPDATE_EVERY_SECONDS = 30.0
@@ -210,6 +216,10 @@ class NamedLock:
     def _acquire(self, fd: int, operation: int) -> None:
         if _try_lock(fd, operation, self.lock_file):
             return
+        with progress.status(f"safe-build: waiting for the {self.what} lock on {self.subject}"):
+            self._wait(fd, operation)
+
+    def _wait(self, fd: int, operation: int) -> None:
         started = time.monotonic()
         next_message = started + GRACE_SECONDS
         announced = False
@@ -223,14 +233,12 @@ class NamedLock:
                     path=self.lock_file,
                 )
             if now >= next_message:
+                holders = self.describe_holders()
+                progress.update(f"safe-build: waiting for the {self.what} lock on {self.subject} ({holders})")
                 prefix = "still waiting" if announced else "waiting"
                 waited = f", waited {_seconds(now - started)}" if announced else ""
-                print(
-                    f"safe-build: {prefix} for the {self.what} lock on {self.subject} "
-                    f"({self.describe_holders()}{waited})",
-                    file=notices or sys.stderr,
-                    flush=True,
-                )
+                if not quiet:
+                    _notice(f"{prefix} for the {self.what} lock on {self.subject} ({holders}{waited})")
                 announced = True
                 next_message = now + UPDATE_EVERY_SECONDS
             time.sleep(min(POLL_SECONDS, max(0.0, started + self.timeout - now)))
@@ -308,6 +316,14 @@ def _try_lock(fd: int, operation: int, lock_file: Path) -> bool:
             ) from None
         raise
     return True
+
+
+def _notice(text: str) -> None:
+    """A waiting message, ``safe-build:`` in build's warning colour where build would colour."""
+    stream = notices or sys.stderr
+    from safe_build import buildcompat  # noqa: PLC0415 (only when a wait is long: it imports build)
+
+    progress.line(buildcompat.styled("{yellow}safe-build:{reset} {}", text, stream), stream)
 
 
 def _command_line() -> str:

@@ -1,4 +1,15 @@
-"""``safe-build [SRCDIR] [build options]``: python -m build on a private snapshot, published atomically."""
+"""``safe-build [SRCDIR] [build options]``: python -m build on a private snapshot, published atomically.
+
+What the user sees is what ``python -m build`` shows at the same verbosity (default, ``-q``,
+``-qq``, ``-v``): the build child runs build's own command line and its output is relayed as it
+comes (``runner.Relay``), the private directory's paths replaced by the user's (the snapshot by
+the source tree, the private output by the output directory, the private temporary directory by
+the system's). safe-build adds only its own lines, in build's style and colours: ``-v``'s
+``* `` steps (isolation, settings, the snapshot), lock waits (not with ``-qq``), warnings, and on
+a cache hit, instead of the build's steps, ``* Reusing cache entry …``, the warnings the build
+showed, each marked ``(from cache, built <time>)``, and ``Successfully built …``. On a terminal,
+a status line says what is running (``progress``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,7 @@ import json
 import os
 import posixpath
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,13 +32,16 @@ from build.__main__ import main as build_main
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
 from safe_build import (
+    buildcompat,
     config,
     coremetadata,
     gitmeta,
     isolation,
+    locks,
     netfs,
     options,
     patterns,
+    progress,
     project,
     publish,
     runner,
@@ -66,6 +81,8 @@ class _Request:
 
 def run(argv: Sequence[str]) -> int:
     args = options.parse(argv)
+    progress.configure(args.verbosity)
+    locks.quiet = args.verbosity < -1
     source = project.resolve(args.srcdir)
     settings = config.load(args, source.path if source.kind == "project" else None, source.pyproject)
     mode: isolation.Mode | None = None
@@ -73,7 +90,7 @@ def run(argv: Sequence[str]) -> int:
         mode, why = isolation.choose(settings.isolation, source.path, source.pyproject)
         if args.verbosity > 0:
             for line in [f"Isolation: {mode} ({why})", *settings.explained()]:
-                print(f"* {line}", file=sys.stderr)
+                _step(line)
     elif settings.isolation.value == "in-place":
         where = settings.isolation.origin
         raise SafeBuildError(f"isolation in-place ({where}) needs a project directory, not {args.srcdir}")
@@ -100,10 +117,24 @@ def run(argv: Sequence[str]) -> int:
         work = held.enter_context(workdirs.private_dir(state, slot))
         tree = _Tree.of(source.path, _selection(settings, source, mode), in_repository=mode == "repository")
         request = _Request(args, source, settings, mode, outdir, report, work, lock, tree, state, store)
-        built = _through_cache(request) if cacheable else _build_and_publish(request)
-    if args.verbosity >= -1 and built:
-        print(f"Successfully built {_natural_list([path.name for path in built])}")
+        if cacheable:
+            _through_cache(request)
+        else:
+            _build_and_publish(request)
     return 0
+
+
+def _step(text: str) -> None:
+    """One of safe-build's own steps, as build shows its ``* `` steps (bold)."""
+    progress.line(buildcompat.styled("{bold}* {}{reset}", text))
+
+
+def _summary(names: Sequence[str]) -> None:
+    """``Successfully built …`` on stdout, as build prints it (for a build that its child did not print)."""
+    styles = buildcompat.styles(sys.stdout)
+    artifacts = _natural_list(["{underline}{}{reset}{bold}{green}".format(name, **styles) for name in names])
+    line = buildcompat.styled("{bold}{green}Successfully built {}{reset}", artifacts, sys.stdout)
+    progress.line(line, sys.stdout)
 
 
 def _cacheable(
@@ -144,23 +175,44 @@ def _through_cache(request: _Request) -> list[Path]:
             else:
                 entry = store.lookup(key.digest)
             if entry is not None:
-                if request.args.verbosity > 0:
-                    built_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.built_at))
-                    print(f"* Reusing cache entry {key.digest[:12]}, built {built_at}", file=sys.stderr)
                 _save_memo(memo, request)
-                return publish.publish_files(entry.files, request.outdir)
-            artifacts, copied = _build(request, keying)
+                published = publish.publish_files(entry.files, request.outdir)
+                _show_hit(entry, request.args.verbosity)
+                return published
+            artifacts, copied, shown = _build(request, keying)
             assert copied is not None
             if copied.digest == key.digest:
-                _store(store, copied, artifacts, request)
+                _store(store, copied, artifacts, request, shown)
             elif request.args.verbosity > 0:
-                print(
-                    f"* Not stored in the cache: the tree changed between its lookup ({key.digest[:12]}) "
-                    f"and its snapshot ({copied.digest[:12]})",
-                    file=sys.stderr,
+                _step(
+                    f"Not stored in the cache: the tree changed between its lookup ({key.digest[:12]}) "
+                    f"and its snapshot ({copied.digest[:12]})"
                 )
             _save_memo(memo, request)
         return publish.publish_files(artifacts, request.outdir)
+
+
+def _show_hit(entry: cache.Entry, verbosity: int) -> None:
+    """What a cache hit shows instead of the build's output: a step, the warnings the build showed
+    (at every verbosity, as build shows warnings), each marked as coming from the cache, and the
+    summary."""
+    built_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.built_at))
+    if verbosity >= -1:
+        _step(f"Reusing cache entry {entry.key[:12]}, built {built_at}")
+    for warning in entry.warnings:
+        first, newline, rest = warning.partition("\n")
+        marked = f"{first} (from cache, built {built_at}){newline}{rest}"
+        progress.line(buildcompat.styled("{yellow}WARNING{reset} {}", marked))
+    if verbosity >= -1:
+        _summary([path.name for path in entry.files])
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """What a build showed: its output (a file) and the warnings among it (``cache.Output``)."""
+
+    log: Path
+    warnings: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -171,12 +223,19 @@ class _Keying:
     memo: cachekey.Memo
 
 
-def _store(store: cache.Cache, key: cachekey.Key, artifacts: list[Path], request: _Request) -> None:
-    """Store the artifacts under ``key``; a cache that cannot take them (a full or read-only disk)
-    is one warning, and the build goes on to publish them."""
+def _store(
+    store: cache.Cache, key: cachekey.Key, artifacts: list[Path], request: _Request, shown: _Shown
+) -> None:
+    """Store the artifacts under ``key``, with what the build showed (``shown``); a cache that cannot
+    take them (a full or read-only disk) is one warning, and the build goes on to publish them."""
+    from safe_build import cache  # noqa: PLC0415
+
     name, version = _name_and_version(artifacts[0])
+    output = cache.Output(shown.log, shown.warnings)
     try:
-        store.store(key.digest, artifacts, project=name, version=version, inputs=key.describe())
+        store.store(
+            key.digest, artifacts, project=name, version=version, inputs=key.describe(), output=output
+        )
     except OSError as error:
         _cache_warning(request, f"the build was not stored in the cache ({error.strerror})")
 
@@ -189,10 +248,8 @@ def _save_memo(memo: cachekey.Memo, request: _Request) -> None:
 
 
 def _cache_warning(request: _Request, what: str) -> None:
-    print(
-        f"safe-build: warning: {what}; cache directory {request.settings.cache_dir.value}",
-        file=sys.stderr,
-    )
+    text = f"{what}; cache directory {request.settings.cache_dir.value}"
+    progress.line(buildcompat.styled("{yellow}safe-build: warning:{reset} {}", text))
 
 
 def _key_context(request: _Request) -> cachekey.Context:
@@ -266,22 +323,27 @@ def _selection(
     return patterns.Selection((*chosen.include, *above), chosen.exclude)
 
 
-def _build(request: _Request, keying: _Keying | None) -> tuple[list[Path], cachekey.Key | None]:
-    """Build into the private output directory; the artifacts, sdists first, and with ``keying``
-    the key of what the snapshot copied."""
+def _build(request: _Request, keying: _Keying | None) -> tuple[list[Path], cachekey.Key | None, _Shown]:
+    """Build into the private output directory; the artifacts, sdists first, with ``keying`` the key
+    of what the snapshot copied, and what the build showed."""
     args, work = request.args, request.work
-    with _prepared_source(request, keying) as (src, copied):
-        try:
-            _run_build(args, src, work, request.report is not None, _env_store(request))
-        except BuildFailed as failure:
-            raise _with_outside_hint(failure, request) from None
-    artifacts = _artifacts(work / "out")
+    changes = []
     if request.mode in ("copy", "repository"):
         tree = request.tree
         changes = _real_paths(_snapshot_root(request), tree.root, len(tree.copy_name.parts))
-        for artifact in artifacts:
-            coremetadata.rewrite(artifact, changes)
-    return artifacts, copied
+    # where the user looks for what build shows: the output directory, the system's temporary one
+    shown_as = [*changes, (os.fsencode(work / "out"), os.fsencode(request.outdir))]
+    shown_as.append((os.fsencode(work / "tmp"), os.fsencode(tempfile.gettempdir())))
+    with _prepared_source(request, keying) as (src, copied):
+        try:
+            envs = _env_store(request)
+            shown = _run_build(args, src, work, request.report is not None, envs, shown_as=shown_as)
+        except BuildFailed as failure:
+            raise _with_outside_hint(failure, request) from None
+    artifacts = _artifacts(work / "out")
+    for artifact in artifacts if changes else ():
+        coremetadata.rewrite(artifact, changes)
+    return artifacts, copied, shown
 
 
 def _with_outside_hint(failure: BuildFailed, request: _Request) -> BuildFailed:
@@ -409,10 +471,9 @@ def _prepared_source(request: _Request, keying: _Keying | None) -> Iterator[tupl
             copied = cachekey.of_copy(recorder, plan, context)
     if request.args.verbosity > 0:
         what = f"the repository at {tree.root}" if tree.inner else "the project"
-        print(
-            f"* Copied {what}: {copy.files} files and {copy.links} links (listed by {copy.listed_by}) "
-            f"to a private snapshot in {time.monotonic() - started:.2f}s",
-            file=sys.stderr,
+        _step(
+            f"Copied {what}: {copy.files} files and {copy.links} links (listed by {copy.listed_by}) "
+            f"to a private snapshot in {time.monotonic() - started:.2f}s"
         )
     yield (copy.root / tree.inner if tree.inner else copy.root), copied
 
@@ -455,8 +516,17 @@ def _snapshot_root(request: _Request) -> Path:
     return request.work / "src" / request.tree.copy_name
 
 
-def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, envs: EnvStore | None) -> None:
-    """Run ``python -m build`` on ``src`` into ``work/out``; raise with its output shown if it fails.
+def _run_build(
+    args: argparse.Namespace,
+    src: Path,
+    work: Path,
+    report: bool,
+    envs: EnvStore | None,
+    *,
+    shown_as: Sequence[tuple[bytes, bytes]],
+) -> _Shown:
+    """Run ``python -m build`` on ``src`` into ``work/out``, its output shown as it comes (private
+    paths replaced as ``shown_as`` says); what it showed; raise if it fails.
 
     With ``envs``, isolated builds take their environment from there instead of making one.
     """
@@ -476,12 +546,13 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, en
         env["GIT_CEILING_DIRECTORIES"] = os.pathsep.join(
             filter(None, [str(work), os.environ.get("GIT_CEILING_DIRECTORIES")])
         )
-    if args.verbosity > 0:
-        output = runner.Output()
-    elif args.metadata:
-        output = runner.Output(stdout=work / "stdout.log", stderr=work / "stderr.log")
-    else:
-        output = runner.Output(stdout=work / "build.log")
+    what = f"safe-build: building {Path(args.srcdir).name or args.srcdir}"
+
+    def step_seen(line: str) -> None:  # build's "* Building wheel..." names what runs now
+        if line.startswith("* "):
+            progress.update(f"{what}: {line[2:]}")
+
+    output = runner.Relay(work / "output.log", work / "warnings.jsonl", shown_as, step_seen)
     if envs is None:
         main = partial(build_main, arguments, "python -m build")
     else:
@@ -490,15 +561,11 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, en
 
         assert CLI is not None, "_env_store hands out a store only with build's helpers"
         main = partial(envbuild.main, arguments, envs, CLI, "python -m build")
-    code = runner.run(main, cwd=work, env=env, output=output)
+    with progress.status(what):
+        code = runner.run(main, cwd=work, env=env, output=output)
     if code == 0:
-        if args.metadata and output.stdout is not None:
-            runner.replay(output.stdout, sys.stdout)
-        return
-    captured = [path for path in (output.stderr, output.stdout) if path is not None]
-    for path in captured:
-        runner.replay(path)
-    error = _last_error_line(captured)
+        return _Shown(output.log, tuple(output.shown_warnings()))
+    error = _last_error_line(runner.last_lines(output.log))
     failure = {EXIT_BAD_INPUT: SafeBuildError, EXIT_LOCK_TIMEOUT: LockTimeout}.get(code, BuildFailed)
     raise failure(
         f"building {args.srcdir} failed: {error}"
@@ -509,15 +576,14 @@ def _run_build(args: argparse.Namespace, src: Path, work: Path, report: bool, en
     )
 
 
-def _last_error_line(logs: Sequence[Path]) -> str:
+def _last_error_line(lines: Sequence[str]) -> str:
     """The frontend's own one-line summary of what went wrong, if it printed one."""
     found = ""
-    for log in logs:
-        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("ERROR "):
-                found = line.removeprefix("ERROR ").strip()
-            elif ": error: " in line:
-                found = line.split(": error: ", 1)[1].strip()
+    for line in lines:
+        if line.startswith("ERROR "):
+            found = line.removeprefix("ERROR ").strip()
+        elif ": error: " in line:
+            found = line.split(": error: ", 1)[1].strip()
     return found.rstrip(".")  # it goes on after a semicolon
 
 

@@ -1,0 +1,141 @@
+"""One live status line on a terminal's stderr while something slow runs, and the lines written around it.
+
+While a build child runs (or safe-build waits for a lock) for longer than :data:`DELAY_SECONDS`, a
+small thread redraws one line on stderr: what is going on and the seconds elapsed
+(``\\r…\\x1b[K``). Every other line safe-build writes while it may be shown goes through
+:func:`write` or :func:`line`, which erase it first, so output never lands in the middle of it;
+the thread draws it again at its next tick. It is shown only where it can be erased: stderr a
+terminal (not ``TERM=dumb``) and a verbosity of 0 or more (:func:`configure`); off a terminal or
+with ``-q`` nothing extra is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+DELAY_SECONDS = 1.0  # a step shorter than this is not worth a status line
+TICK_SECONDS = 0.25
+ERASE = b"\r\x1b[K"
+
+_lock = threading.RLock()  # held while anything is written to the terminal
+_enabled = False
+_shown = False  # a status line is on the screen now
+_texts: list[tuple[str, float]] = []  # what is going on, innermost last, with when it started
+
+
+def configure(verbosity: int) -> None:
+    """Show status lines from now on if stderr is a terminal and ``verbosity`` is 0 or more."""
+    global _enabled  # noqa: PLW0603
+    _enabled = verbosity >= 0 and _terminal(2)
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+@contextlib.contextmanager
+def status(text: str) -> Iterator[None]:
+    """Show ``text`` and the seconds since now on the status line while the body runs (if enabled)."""
+    if not _enabled:
+        yield
+        return
+    entry = (text, time.monotonic())
+    with _lock:
+        _texts.append(entry)
+        first = len(_texts) == 1
+    stop = threading.Event()
+    ticker = threading.Thread(target=_tick, args=(stop,), daemon=True) if first else None
+    if ticker is not None:
+        ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if ticker is not None:
+            ticker.join()
+        with _lock:
+            _texts.remove(entry)
+            _erase()
+
+
+def update(text: str) -> None:
+    """Replace the text of the innermost status (its clock keeps running)."""
+    with _lock:
+        if _texts:
+            _texts[-1] = (text, _texts[-1][1])
+
+
+def write(fd: int, data: bytes) -> None:
+    """Write ``data`` to ``fd``, the status line erased first."""
+    with _lock:
+        _erase()
+        while data:
+            try:
+                data = data[os.write(fd, data) :]
+            except BlockingIOError:
+                time.sleep(0.01)
+
+
+def line(text: str, stream: TextIO | None = None) -> None:
+    """Print one line to ``stream`` (stderr by default), the status line erased first."""
+    target = stream or sys.stderr
+    with _lock:
+        if _shown:
+            target.flush()
+            _erase()
+        print(text, file=target, flush=True)
+
+
+def _tick(stop: threading.Event) -> None:
+    while not stop.wait(TICK_SECONDS):
+        with _lock:
+            if not _texts:
+                continue
+            text, started = _texts[-1]
+            elapsed = time.monotonic() - started
+            if elapsed >= DELAY_SECONDS:
+                _draw(f"{text} ({elapsed:.0f}s)")
+
+
+def _draw(text: str) -> None:
+    global _shown  # noqa: PLW0603
+    width = shutil.get_terminal_size().columns - 1  # never wrap: \r could not erase a wrapped line
+    if len(text) > width > 3:
+        text = text[: width - 3] + "..."
+    sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        os.write(2, b"\r" + text.encode("utf-8", "replace") + b"\x1b[K")
+        _shown = True
+
+
+def _erase() -> None:
+    global _shown  # noqa: PLW0603
+    if _shown:
+        with contextlib.suppress(OSError):
+            os.write(2, ERASE)
+        _shown = False
+
+
+def _forget() -> None:
+    """In a forked child: no status line, and a lock no thread of ours holds."""
+    global _lock, _enabled, _shown  # noqa: PLW0603
+    _lock = threading.RLock()
+    _enabled = _shown = False
+    _texts.clear()
+
+
+os.register_at_fork(after_in_child=_forget)
+
+
+def _terminal(fd: int) -> bool:
+    try:
+        return os.isatty(fd) and os.environ.get("TERM") != "dumb"
+    except OSError:
+        return False
