@@ -18,22 +18,32 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TextIO
 
 DELAY_SECONDS = 1.0  # a step shorter than this is not worth a status line
 TICK_SECONDS = 0.25
-ERASE = b"\r\x1b[K"
+ERASE = "\r\x1b[K"
 
 _lock = threading.RLock()  # held while anything is written to the terminal
 _enabled = False
 _shown = False  # a status line is on the screen now
-_texts: list[tuple[str, float]] = []  # what is going on, innermost last, with when it started
+_drawn = ""  # the text it shows
+
+
+@dataclass
+class _Status:
+    text: str
+    started: float
+
+
+_texts: list[_Status] = []  # what is going on, innermost last
 
 
 def configure(verbosity: int) -> None:
     """Show status lines from now on if stderr is a terminal and ``verbosity`` is 0 or more."""
     global _enabled  # noqa: PLW0603
-    _enabled = verbosity >= 0 and _terminal(2)
+    _enabled = verbosity >= 0 and terminal(sys.stderr)
 
 
 def enabled() -> bool:
@@ -46,7 +56,7 @@ def status(text: str) -> Iterator[None]:
     if not _enabled:
         yield
         return
-    entry = (text, time.monotonic())
+    entry = _Status(text, time.monotonic())
     with _lock:
         _texts.append(entry)
         first = len(_texts) == 1
@@ -61,7 +71,7 @@ def status(text: str) -> Iterator[None]:
         if ticker is not None:
             ticker.join()
         with _lock:
-            _texts.remove(entry)
+            _texts[:] = [other for other in _texts if other is not entry]
             _erase()
 
 
@@ -69,18 +79,15 @@ def update(text: str) -> None:
     """Replace the text of the innermost status (its clock keeps running)."""
     with _lock:
         if _texts:
-            _texts[-1] = (text, _texts[-1][1])
+            _texts[-1].text = text
 
 
-def write(fd: int, data: bytes) -> None:
-    """Write ``data`` to ``fd``, the status line erased first."""
+def write(stream: TextIO, text: str) -> None:
+    """Write ``text`` to ``stream``, the status line erased first."""
     with _lock:
         _erase()
-        while data:
-            try:
-                data = data[os.write(fd, data) :]
-            except BlockingIOError:
-                time.sleep(0.01)
+        stream.write(text)
+        stream.flush()
 
 
 def line(text: str, stream: TextIO | None = None) -> None:
@@ -98,28 +105,31 @@ def _tick(stop: threading.Event) -> None:
         with _lock:
             if not _texts:
                 continue
-            text, started = _texts[-1]
-            elapsed = time.monotonic() - started
-            if elapsed >= DELAY_SECONDS:
-                _draw(f"{text} ({elapsed:.0f}s)")
+            current = _texts[-1]
+            elapsed = time.monotonic() - current.started
+            text = f"{current.text} ({elapsed:.0f}s)"
+            if elapsed >= DELAY_SECONDS and not (_shown and text == _drawn):
+                _draw(text)
 
 
 def _draw(text: str) -> None:
-    global _shown  # noqa: PLW0603
+    global _shown, _drawn  # noqa: PLW0603
+    _drawn = text
     width = shutil.get_terminal_size().columns - 1  # never wrap: \r could not erase a wrapped line
     if len(text) > width > 3:
         text = text[: width - 3] + "..."
-    sys.stderr.flush()
-    with contextlib.suppress(OSError):
-        os.write(2, b"\r" + text.encode("utf-8", "replace") + b"\x1b[K")
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"\r{text}\x1b[K")
+        sys.stderr.flush()
         _shown = True
 
 
 def _erase() -> None:
     global _shown  # noqa: PLW0603
     if _shown:
-        with contextlib.suppress(OSError):
-            os.write(2, ERASE)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(ERASE)
+            sys.stderr.flush()
         _shown = False
 
 
@@ -134,8 +144,9 @@ def _forget() -> None:
 os.register_at_fork(after_in_child=_forget)
 
 
-def _terminal(fd: int) -> bool:
+def terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal a line can be erased on."""
     try:
-        return os.isatty(fd) and os.environ.get("TERM") != "dumb"
-    except OSError:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (OSError, ValueError):
         return False

@@ -17,6 +17,7 @@ shows again.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
 import io
@@ -35,7 +36,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
 from safe_build import progress
 
@@ -79,17 +80,18 @@ def run(main: Callable[[], object], *, cwd: Path, env: Mapping[str, str], output
     ``main`` may return (exit code 0) or raise ``SystemExit`` as a command-line ``main`` does.
     If we are interrupted while it runs, the child's whole process group is stopped.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
+    targets = (sys.stdout, sys.stderr)
+    for target in targets:
+        target.flush()
     with contextlib.ExitStack() as opened:
-        ends = [_channel(fd, opened) for fd in (1, 2)]
+        ends = [_channel(target, opened) for target in targets]
         log = opened.enter_context(output.log.open("ab"))
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the child leaves through os._exit; its effects are tested)
             _child(main, cwd, env, [write for _, write in ends], output.warnings)
         for _, write in ends:
             os.close(write)
-        pump = _Pump({read: target for (read, _), target in zip(ends, (1, 2), strict=True)}, output, log)
+        pump = _Pump({read: target for (read, _), target in zip(ends, targets, strict=True)}, output, log)
         pump.start()
         try:
             code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
@@ -131,12 +133,12 @@ def last_lines(path: Path) -> list[str]:
     return ANSI.sub("", text).splitlines()
 
 
-def _channel(ours: int, opened: contextlib.ExitStack) -> tuple[int, int]:
-    """A (read, write) pair for the child's stream ``ours``: a pseudo-terminal of our terminal's
-    size if ``ours`` is a terminal, else a pipe. Both ends are closed when ``opened`` closes."""
+def _channel(ours: TextIO, opened: contextlib.ExitStack) -> tuple[int, int]:
+    """A (read, write) pair for the child's stream relayed to ``ours``: a pseudo-terminal of our
+    terminal's size if ``ours`` is a terminal, else a pipe. Both ends are closed when ``opened`` closes."""
     try:
-        terminal = os.isatty(ours)
-    except OSError:
+        terminal = ours.isatty()
+    except (OSError, ValueError):
         terminal = False
     if terminal:
         read, write = os.openpty()
@@ -145,7 +147,7 @@ def _channel(ours: int, opened: contextlib.ExitStack) -> tuple[int, int]:
             attributes[1] &= ~termios.OPOST  # "\n" stays "\n", as on the terminal it is relayed to
             attributes[3] &= ~termios.ECHO
             termios.tcsetattr(write, termios.TCSANOW, attributes)
-            size = fcntl.ioctl(ours, termios.TIOCGWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+            size = fcntl.ioctl(ours.fileno(), termios.TIOCGWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
             fcntl.ioctl(write, termios.TIOCSWINSZ, size)
     else:
         read, write = os.pipe()
@@ -168,9 +170,10 @@ def _replaced(data: bytes, replace: Sequence[tuple[bytes, bytes]]) -> bytes:
 class _Pump(threading.Thread):
     """Passes the child's output on to our streams, line by line, until both reach their end."""
 
-    def __init__(self, sources: Mapping[int, int], relay: Relay, log: IO[bytes]) -> None:
+    def __init__(self, sources: Mapping[int, TextIO], relay: Relay, log: IO[bytes]) -> None:
         super().__init__(daemon=True)
-        self.sources = dict(sources)  # read end -> our fd
+        self.sources = dict(sources)  # read end -> our stream
+        self.decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in sources}
         self.relay = relay
         self.log = log
         self._until: float | None = None
@@ -219,13 +222,14 @@ class _Pump(threading.Thread):
         if not data:
             return
         data = _replaced(data, self.relay.replace)
+        text = self.decoders[fd].decode(data)
         target = self.sources[fd]
-        with contextlib.suppress(OSError):
-            progress.write(target, data)
+        with contextlib.suppress(OSError, ValueError):
+            progress.write(target, text)
         with contextlib.suppress(OSError):
             self.log.write(data)
-        if target == 2 and self.relay.on_stderr is not None:
-            for line in data.decode("utf-8", "replace").splitlines():
+        if target is sys.stderr and self.relay.on_stderr is not None:
+            for line in text.splitlines():
                 self.relay.on_stderr(ANSI.sub("", line))
 
 

@@ -550,7 +550,7 @@ def _run_build(
 
     def step_seen(line: str) -> None:  # build's "* Building wheel..." names what runs now
         if line.startswith("* "):
-            progress.update(f"{what}: {line[2:]}")
+            progress.update(f"{what}: {line[2:].rstrip(':')}")
 
     output = runner.Relay(work / "output.log", work / "warnings.jsonl", shown_as, step_seen)
     if envs is None:
