@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -787,6 +788,32 @@ def test_an_option_only_newer_pips_have(
             assert any(name.startswith("flit_core==") for name in installed(venv, pip_env))
             assert list(cache.rglob("t-4-*.whl")) != [], "safe-build did not build the project"
         assert tree_state(project) == before
+
+
+@pytest.mark.compat
+def test_a_pip_whose_private_names_moved_gets_every_lock(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A pip without the private name the gate reads the command line with (``parse_command``,
+    renamed here) still runs, under every lock safe-pip could need: even ``pip list`` waits for the
+    environment lock; an install works, pip building the local project itself."""
+    [venv] = make_venvs(1)
+    internal = site_packages(venv) / "pip" / "_internal"
+    for relative in ("cli/main_parser.py", "cli/main.py"):
+        path = internal / relative
+        path.write_text(re.sub(r"\bparse_command\b", "parse_command_moved", path.read_text()))
+    assert run(plain_pip(venv, "list"), pip_env).returncode == 0
+    prefix = Path(os.path.realpath(venv))
+    cache = Path(pip_env["SAFE_BUILD_CACHE_DIR"])
+    env = {**pip_env, "SAFE_BUILD_LOCK_TIMEOUT": "1.5"}
+    with state.at(cache, lock_timeout=10).environment_lock(prefix, inside=True).hold("exclusive"):
+        listed = run(safe_pip("--python", venv, "list"), env)
+    assert listed.returncode == 3, listed.stderr
+    assert "waiting for the environment lock" in listed.stderr
+    write(tmp_path / "t", TOOL)
+    result = run(safe_pip("--python", venv, "install", "--no-build-isolation", "./t"), pip_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "t==4" in installed(venv, pip_env)
 
 
 def test_unknown_python_gets_pips_own_error(pip_env: dict[str, str], tmp_path: Path) -> None:
