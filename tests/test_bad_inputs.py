@@ -382,6 +382,33 @@ CASES: dict[str, Case] = {
         2,
         'safe-build: error: --config-json must contain a JSON object; pass e.g. {"key": "value"}',
     ),
+    # was a RecursionError traceback
+    "config-json-nested-too-deeply": Case(
+        (*GOOD, "--config-json=" + "[" * 30000 + "]" * 30000),
+        2,
+        "safe-build: error: Invalid JSON in --config-json: maximum recursion depth exceeded while "
+        "decoding a JSON array from a unicode string; pass a JSON object",
+    ),
+    # were tracebacks from the build child, after the snapshot was taken
+    "installer-uv-without-uv": Case(
+        ("{project}", "--wheel", "-o", "{out}", "--installer", "uv"),
+        2,
+        "safe-build: error: --installer uv: no uv executable found (the uv package, $UV, or uv on PATH); "
+        "install uv (pip install uv), or leave out --installer uv",
+        env={"PATH": "/usr/bin:/bin", "UV": ""},
+    ),
+    "constraints-file-missing": Case(
+        (*GOOD, "--dependency-constraints-txt", "{missing}"),
+        2,
+        "safe-build: error: cannot read the constraints file {missing} (--dependency-constraints-txt): "
+        "No such file or directory; name a readable pip constraints file",
+    ),
+    "constraints-file-is-a-directory": Case(
+        (*GOOD, "--dependency-constraints-txt", "{out}"),
+        2,
+        "safe-build: error: cannot read the constraints file {out} (--dependency-constraints-txt): "
+        "Is a directory; name a readable pip constraints file",
+    ),
     "unknown-tool-key": Case(
         BAD,
         2,
@@ -559,6 +586,13 @@ CASES: dict[str, Case] = {
         "choose another with -o",
         setting=chmod("out", "", 0o555),
         unprivileged=True,
+    ),
+    # was exit code 1, a bare "File name too long"
+    "outdir-name-too-long": Case(
+        ("{project}", "-nw", "-o", f"{{out}}/{LONG_NAME}"),
+        2,
+        f"safe-build: error: cannot use output directory {{out}}/{LONG_NAME} (File name too long); "
+        "choose another with -o",
     ),
     "outdir-is-a-file": Case(
         ("{project}", "-nw", "-o", "{file}"),

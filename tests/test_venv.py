@@ -210,3 +210,11 @@ def test_a_venv_of_another_python_than_asked_for_is_refused_unless_cleared(
     cleared = run(safe_venv(venv, "--clear", "--python", other), env)
     assert cleared.returncode == 0, cleared.stderr
     assert run(safe_venv(venv, "--python", other), env).returncode == 0
+
+
+def test_a_venv_whose_name_is_as_long_as_a_name_may_be_is_made(env: dict[str, str], tmp_path: Path) -> None:
+    """The lock of a venv path is named after it: a 240-character name (legal) must still fit."""
+    venv = tmp_path / ("v" * 240)
+    done = run(safe_venv(venv), env)
+    assert done.returncode == 0, done.stderr
+    assert venv_problems(venv, env) == []

@@ -398,7 +398,7 @@ def _build_system(root: str) -> _BuildSystem:
             table = tomllib.load(file).get("build-system")
     except FileNotFoundError:
         table = None  # a setup.py project
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError):  # changed since it was checked
         return {"requires": [], "build_backend": "", "backend_path": None}  # the build will say why
     if not isinstance(table, dict):
         return {"requires": list(LEGACY_REQUIRES), "build_backend": LEGACY_BACKEND, "backend_path": None}

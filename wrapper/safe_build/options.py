@@ -218,7 +218,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     if getattr(args, "config_json", None) is not None:
         try:
             settings = json.loads(args.config_json)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:  # nested too deeply: the latter
             raise SafeBuildError(
                 f"Invalid JSON in --config-json: {error}", hint="pass a JSON object"
             ) from None

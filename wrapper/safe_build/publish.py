@@ -13,6 +13,7 @@ bind-mounted ``dist/``) writes with a pid that means nothing here, and a pid may
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -36,12 +37,17 @@ _TEMP_NAME = re.compile(r"^\..+" + re.escape(_TEMP_SUFFIX) + "$")
 def check_output_dir(outdir: Path) -> None:
     """Fail before building if ``outdir`` cannot be created or written; create nothing."""
     probe = outdir
-    while not probe.exists():
-        if probe.is_symlink():
-            raise SafeBuildError(
-                f"output directory {outdir} is a broken symbolic link", hint="choose another with -o"
-            )
-        probe = probe.parent
+    try:
+        while not probe.exists():
+            if probe.is_symlink():
+                raise SafeBuildError(
+                    f"output directory {outdir} is a broken symbolic link", hint="choose another with -o"
+                )
+            probe = probe.parent
+    except OSError as error:  # a name too long, a loop of links
+        raise SafeBuildError(
+            f"cannot use output directory {outdir} ({error.strerror})", hint="choose another with -o"
+        ) from None
     if not probe.is_dir():
         what = "output directory" if probe == outdir else f"output directory {outdir}: parent"
         raise SafeBuildError(f"{what} {probe} is not a directory", hint="choose another with -o")
@@ -65,9 +71,10 @@ def publish_files(sources: Sequence[Path], outdir: Path) -> list[Path]:
         for directory in made:
             with contextlib.suppress(OSError):
                 directory.rmdir()
+        full = failure.error.errno in (errno.ENOSPC, errno.EDQUOT)
         raise SafeBuildError(
             f"cannot write {failure.source.name} to the output directory {outdir} ({failure.error.strerror})",
-            hint="make room there, or choose another with -o",
+            hint="make room there, or choose another with -o" if full else "choose another with -o",
             path=outdir,
         ) from None
 

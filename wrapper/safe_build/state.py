@@ -397,4 +397,5 @@ def _private_instead(configured: Path, distrust: str, lock_timeout: float) -> St
 def _keyed_name(path: Path) -> str:
     """A file name for ``path``: its last component (for whoever reads the directory) and a digest
     of the whole path (so that two paths never share one)."""
-    return f"{path.name}-{hashlib.sha256(os.fsencode(path)).hexdigest()[:16]}"
+    # the name cut short: a legal name of 255 bytes plus the digest would not fit in one
+    return f"{path.name[:64]}-{hashlib.sha256(os.fsencode(path)).hexdigest()[:16]}"
