@@ -758,6 +758,31 @@ def test_requirement_files_from_pipes_and_fifos(
     assert [installed(venv, pip_env) for venv in ours] == [expected] * 3
 
 
+def test_a_piped_requirement_file_reaches_the_pip_that_runs(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The active venv's pip.conf names another Python (pip's ``python`` setting): the pip started
+    first read the pipe, and the pip that runs, the other venv's, gets what it held."""
+    project = write(tmp_path / "t", TOOL)
+    before = tree_state(project)
+    first, second = make_venvs(2)
+    (first / "pip.conf").write_text(f"[global]\npython = {second}\n")
+    result = subprocess.run(
+        safe_pip("install", "--no-build-isolation", "-r", "/dev/stdin"),
+        input="./t\n",
+        env={**pip_env, "VIRTUAL_ENV": str(first)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert direct_url(second, "t-4.dist-info") == {"dir_info": {}, "url": project.as_uri()}
+    assert not (site_packages(first) / "t-4.dist-info").exists()
+    assert tree_state(project) == before
+
+
 @pytest.mark.compat
 def test_an_option_only_newer_pips_have(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path

@@ -159,6 +159,12 @@ def run(argv: Sequence[str], gate: pipgate.Gate | None = None) -> int:
         if gate is None or not gate.fits(target.interpreter, target.env, arguments):
             if gate is not None:
                 gate.close()  # the wrong pip: called off now, not kept waiting while the right one runs
+            if any(file.piped for file in guessed.files):  # read by the wrong pip: the right one gets copies
+                state = state or states.at(config.cache_dir(), lock_timeout=config.lock_timeout(None))
+                copies = started.enter_context(workdirs.private_dir(state))
+                piped = [file for file in guessed.files if file.piped]
+                rewritten = pipargs.rewritten(argv, None, piped, {}, copies)
+                arguments = [*target.leading, *rewritten]
             gate = pipgate.Gate(target.interpreter, target.env, arguments)
             started.callback(gate.close)
             described = Description.from_json(gate.description())
