@@ -143,7 +143,7 @@ def _parsed(arguments: list[str]) -> dict[str, Any]:
     sys.stdout = sys.stderr = io.StringIO()
     try:
         general, _ = create_main_parser().parse_args(list(arguments))
-        python = general.python
+        python = getattr(general, "python", None)  # pip before 22.3 has no --python
     except SystemExit:
         pass  # parse_command below fails the same way, and prints what pip prints
     finally:
