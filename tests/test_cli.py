@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from safe_build.cli import main
-from tests.conftest import members, plain_build_command, run, tree_state
+from tests.conftest import members, plain_build_command, run, safe_build_command, tree_state
 
 MakeProject = Callable[..., Path]
 pytestmark = pytest.mark.compat  # a smoke test of the build side for .ci/compat
@@ -26,6 +26,26 @@ def error_lines(stderr: str) -> list[str]:
 def private_leftovers(env: dict[str, str]) -> list[str]:
     tmp = Path(env["SAFE_BUILD_CACHE_DIR"]) / "tmp"
     return sorted(path.name for path in tmp.iterdir()) if tmp.exists() else []
+
+
+def test_help_lists_the_other_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for command in ("safe-build cache {dir,list,info,clean,prune}", "safe-build venv PATH", "safe-pip ARGS"):
+        assert command in text
+    assert "built as ./cache, ./venv or ./pip" in text
+    assert "sdist made from" not in text  # no such isolation mode
+
+
+@pytest.mark.parametrize("name", ["pip", "venv", "cache"])
+def test_a_project_named_like_a_command_is_built_as_a_path(
+    name: str, make_project: MakeProject, env: dict[str, str], tmp_path: Path
+) -> None:
+    make_project("flit", name)
+    done = run(safe_build_command(f"./{name}", "--wheel", "-n"), env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    built = [path.name for path in (tmp_path / name / "dist").iterdir()]
+    assert built == ["demo_flit-3.0-py2.py3-none-any.whl"]
 
 
 def test_version_names_both_tools(capsys: pytest.CaptureFixture[str]) -> None:

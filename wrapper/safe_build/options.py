@@ -31,6 +31,15 @@ output directory atomically. The source tree is never written to (except with
 --in-place), and no partial artifact is ever visible in the output directory.
 """
 
+COMMANDS = """\
+other commands:
+  safe-build cache {dir,list,info,clean,prune}  the build cache (safe-build cache --help)
+  safe-build venv PATH [virtualenv options]    a venv, made once however many ask at once
+  safe-build pip ARGS, or safe-pip ARGS        the target environment's pip, under locks
+
+A project directory named cache, venv or pip is built as ./cache, ./venv or ./pip.
+"""
+
 # Options that safe-build handles itself; everything else of build's is forwarded.
 TAKEN_OVER = frozenset({"srcdir", "outdir", "report"})
 # Forwarded path options are made absolute: build runs in a private working directory.
@@ -66,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     parser = main_parser()
     parser.prog = "safe-build"
     parser.description = DESCRIPTION
+    parser.epilog = COMMANDS
     for action in parser._actions:  # build's --version: keep the option, say whose version it is
         if "--version" in action.option_strings:
             action.version = f"safe-build {safe_build.__version__} (build {_build_version()})"  # type: ignore[attr-defined]
@@ -78,9 +88,10 @@ def parser() -> argparse.ArgumentParser:
     own.add_argument(
         "--isolation",
         choices=ISOLATION_MODES,
-        help="how the build is kept apart from the source tree: a private copy, an sdist made from "
-        "the tree (for projects that take their version or files from version control or from "
-        "outside the project), or in the tree itself; default auto: sdist where needed, else copy",
+        help="how the build is kept apart from the source tree: a private copy of the project (copy), "
+        "of the git repository it lies in (repository: for versions and files from git or from "
+        "above the project), or none (in-place); default auto: repository where the project's "
+        "files show a need, else copy",
     )
     own.add_argument(
         "--in-place",
