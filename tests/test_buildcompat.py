@@ -110,7 +110,7 @@ def test_an_isolated_build_succeeds_through_build_itself_when_a_private_name_is_
     # with the name back, the next build reuses an environment as usual, and warns of nothing
     again = run(safe_build_command(project, "--wheel", "--refresh"), env)
     assert again.returncode == 0, again.stderr
-    assert "warning" not in again.stderr
+    assert "safe-build: warning" not in again.stderr
     assert len(list((cache / "envs").glob("*/*/safe-build-env.json"))) == 1
 
 

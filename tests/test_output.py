@@ -141,9 +141,9 @@ def test_the_default_build_differs_from_plain_build_only_where_it_reuses_an_envi
     theirs = normalised(plain.stderr, tmp_path / "plain")
     first = normalised(ours.stderr, tmp_path / "ours")
     second_env = [i for i, line in enumerate(theirs) if line.startswith("* Creating isolated environment")][1]
-    reused = first.index("* Using cached isolated environment:")
+    [reused] = [i for i, line in enumerate(first) if line.startswith("* Using cached isolated environment: ")]
     assert first[:reused] == theirs[:second_env]
-    assert first[reused + 2 :] == theirs[second_env + 3 :]  # "Installing packages…" and its one requirement
+    assert first[reused + 1 :] == theirs[second_env + 3 :]  # "Installing packages…" and its one requirement
     assert normalised(ours.stdout, tmp_path / "ours") == normalised(plain.stdout, tmp_path / "plain")
 
 
