@@ -311,9 +311,15 @@ def test_failing_backend_output_is_replayed(tmp_path: Path, env: dict[str, str])
     assert result.stderr.strip().splitlines()[-1].startswith("safe-build: error: building")
 
 
-def test_quiet_success_prints_only_the_summary(make_project: MakeProject, env: dict[str, str]) -> None:
+def test_success_prints_what_plain_build_prints(
+    make_project: MakeProject, env: dict[str, str], tmp_path: Path
+) -> None:
+    """build's steps on stderr, the summary on stdout, nothing of safe-build's own (tests/test_output.py
+    compares each verbosity, and cache hits)."""
     project = make_project("flit")
     result = run([sys.executable, "-m", "safe_build", str(project), "-nw"], env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Successfully built demo_flit-3.0-py2.py3-none-any.whl"
-    assert result.stderr == ""
+    plain = run([sys.executable, "-m", "build", str(project), "-nw", "-o", str(tmp_path / "plain")], env)
+    assert (plain.returncode, plain.stdout) == (0, result.stdout)
+    assert result.stderr == plain.stderr == "* Getting build dependencies for wheel...\n* Building wheel...\n"
