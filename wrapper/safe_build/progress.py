@@ -40,10 +40,15 @@ class _Status:
 _texts: list[_Status] = []  # what is going on, innermost last
 
 
-def configure(verbosity: int) -> None:
-    """Show status lines from now on if stderr is a terminal and ``verbosity`` is 0 or more."""
+@contextlib.contextmanager
+def configured(verbosity: int) -> Iterator[None]:
+    """Show status lines in the body if stderr is a terminal and ``verbosity`` is 0 or more."""
     global _enabled  # noqa: PLW0603
-    _enabled = verbosity >= 0 and terminal(sys.stderr)
+    before, _enabled = _enabled, verbosity >= 0 and terminal(sys.stderr)
+    try:
+        yield
+    finally:
+        _enabled = before
 
 
 def enabled() -> bool:

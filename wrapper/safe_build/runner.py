@@ -53,13 +53,15 @@ class Relay:
 
     ``replace``: (private, public) byte strings, replaced in that order in every line; ``warnings``:
     where the child records the warnings its frontend shows, one JSON string a line;
-    ``on_stderr``: called with each stderr line, colours removed (the status line's step).
+    ``on_stderr``: called with each stderr line, colours removed (the status line's step); ``show``
+    False: into the log only (to be replayed if the build fails).
     """
 
     log: Path
     warnings: Path
     replace: Sequence[tuple[bytes, bytes]] = ()
     on_stderr: Callable[[str], None] | None = field(default=None, compare=False)
+    show: bool = True
 
     def shown_warnings(self) -> list[str]:
         """The distinct warnings the child showed, in order, the private paths replaced."""
@@ -122,6 +124,13 @@ def _stop_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def replay(path: Path, stream: TextIO | None = None) -> None:
+    """Copy a relay's log to ``stream`` (stderr by default)."""
+    target = stream or sys.stderr
+    with contextlib.suppress(FileNotFoundError):
+        progress.write(target, path.read_text(encoding="utf-8", errors="replace"))
 
 
 def last_lines(path: Path) -> list[str]:
@@ -224,8 +233,9 @@ class _Pump(threading.Thread):
         data = _replaced(data, self.relay.replace)
         text = self.decoders[fd].decode(data)
         target = self.sources[fd]
-        with contextlib.suppress(OSError, ValueError):
-            progress.write(target, text)
+        if self.relay.show:
+            with contextlib.suppress(OSError, ValueError):
+                progress.write(target, text)
         with contextlib.suppress(OSError):
             self.log.write(data)
         if target is sys.stderr and self.relay.on_stderr is not None:

@@ -77,12 +77,22 @@ class _Request:
     tree: _Tree  # what a snapshot of the project copies
     state: states.State
     store: cache.Cache | None  # held in use for the whole build; None: neither entries nor environments
+    shown: bool = True  # False: the build's output only if it fails (see run)
 
 
-def run(argv: Sequence[str]) -> int:
+def run(argv: Sequence[str], *, shown: bool = True) -> int:
+    """Build as ``argv`` says; the exit code. ``shown`` False: what the build shows (and a cache hit's
+    warnings) only if it fails, replayed then, as pip shows a build it runs (for safe-pip)."""
     args = options.parse(argv)
-    progress.configure(args.verbosity)
-    locks.quiet = args.verbosity < -1
+    quiet, locks.quiet = locks.quiet, args.verbosity < -1
+    try:
+        with progress.configured(args.verbosity if shown else -1):
+            return _run(args, shown=shown)
+    finally:
+        locks.quiet = quiet
+
+
+def _run(args: argparse.Namespace, *, shown: bool) -> int:
     source = project.resolve(args.srcdir)
     settings = config.load(args, source.path if source.kind == "project" else None, source.pyproject)
     mode: isolation.Mode | None = None
@@ -116,7 +126,9 @@ def run(argv: Sequence[str]) -> int:
             held.enter_context(store.using())
         work = held.enter_context(workdirs.private_dir(state, slot))
         tree = _Tree.of(source.path, _selection(settings, source, mode), in_repository=mode == "repository")
-        request = _Request(args, source, settings, mode, outdir, report, work, lock, tree, state, store)
+        request = _Request(
+            args, source, settings, mode, outdir, report, work, lock, tree, state, store, shown
+        )
         if cacheable:
             _through_cache(request)
         else:
@@ -177,7 +189,8 @@ def _through_cache(request: _Request) -> list[Path]:
             if entry is not None:
                 _save_memo(memo, request)
                 published = publish.publish_files(entry.files, request.outdir)
-                _show_hit(entry, request.args.verbosity)
+                if request.shown:
+                    _show_hit(entry, request.args.verbosity)
                 return published
             artifacts, copied, shown = _build(request, keying)
             assert copied is not None
@@ -337,7 +350,9 @@ def _build(request: _Request, keying: _Keying | None) -> tuple[list[Path], cache
     with _prepared_source(request, keying) as (src, copied):
         try:
             envs = _env_store(request)
-            shown = _run_build(args, src, work, request.report is not None, envs, shown_as=shown_as)
+            shown = _run_build(
+                args, src, work, request.report is not None, envs, shown_as=shown_as, show=request.shown
+            )
         except BuildFailed as failure:
             raise _with_outside_hint(failure, request) from None
     artifacts = _artifacts(work / "out")
@@ -524,6 +539,7 @@ def _run_build(
     envs: EnvStore | None,
     *,
     shown_as: Sequence[tuple[bytes, bytes]],
+    show: bool = True,
 ) -> _Shown:
     """Run ``python -m build`` on ``src`` into ``work/out``, its output shown as it comes (private
     paths replaced as ``shown_as`` says); what it showed; raise if it fails.
@@ -552,7 +568,7 @@ def _run_build(
         if line.startswith("* "):
             progress.update(f"{what}: {line[2:].rstrip(':')}")
 
-    output = runner.Relay(work / "output.log", work / "warnings.jsonl", shown_as, step_seen)
+    output = runner.Relay(work / "output.log", work / "warnings.jsonl", shown_as, step_seen, show=show)
     if envs is None:
         main = partial(build_main, arguments, "python -m build")
     else:
@@ -565,6 +581,8 @@ def _run_build(
         code = runner.run(main, cwd=work, env=env, output=output)
     if code == 0:
         return _Shown(output.log, tuple(output.shown_warnings()))
+    if not show:
+        runner.replay(output.log)
     error = _last_error_line(runner.last_lines(output.log))
     failure = {EXIT_BAD_INPUT: SafeBuildError, EXIT_LOCK_TIMEOUT: LockTimeout}.get(code, BuildFailed)
     raise failure(
