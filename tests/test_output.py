@@ -273,3 +273,20 @@ def test_colours_follow_no_color_and_force_color_as_in_build(
     assert hit.stdout.startswith("\x1b[1m\x1b[92mSuccessfully built \x1b[4m")
     plain = run(safe_build_command(project, "--wheel", "-q"), output_env)  # NO_COLOR
     assert "\x1b" not in plain.stderr + plain.stdout
+
+
+def test_a_lock_wait_on_a_terminal_shows_who_holds_the_lock(tmp_path: Path, slow_env: dict[str, str]) -> None:
+    project = write_files(tmp_path / "project", PROJECTS["flit"])
+    state = states.at(Path(slow_env["SAFE_BUILD_CACHE_DIR"]), lock_timeout=10)
+    command = safe_build_command(project, "--wheel", "-n", "--lock-timeout", "2.5")
+    with state.project_lock(project.resolve()).hold("exclusive"):
+        code, written = under_terminal(command, {**slow_env, "COLUMNS": "400"}, tmp_path)
+    assert code == 3, written.decode(errors="replace")
+    shown = [draw.group().decode() for draw in STATUS.finditer(written)]
+    held = f"\rsafe-build: waiting for pid {os.getpid()} ("
+    released = f") to release the project lock on {project.resolve()} ("
+    assert any(text.startswith(held) and released in text and text.endswith("s)\x1b[K") for text in shown), (
+        shown
+    )
+    for draw in STATUS.finditer(written):
+        assert written[draw.end() :].startswith(b"\r"), written[draw.end() : draw.end() + 80]

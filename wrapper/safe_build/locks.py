@@ -213,6 +213,15 @@ class NamedLock:
         more = f", and {len(holders) - 1} more" if len(holders) > 1 else ""
         return f"held by {holders[0].describe(now)}{more}"
 
+    def _waiting_status(self) -> str:
+        """What the status line says while we wait: the holder first, as a narrow terminal cuts the end."""
+        holders = self.holders()
+        if not holders:
+            return f"safe-build: waiting for the {self.what} lock on {self.subject}"
+        more = f" and {len(holders) - 1} more" if len(holders) > 1 else ""
+        who = f"pid {holders[0].pid} ({holders[0].command}){more}"
+        return f"safe-build: waiting for {who} to release the {self.what} lock on {self.subject}"
+
     def _acquire(self, fd: int, operation: int) -> None:
         if _try_lock(fd, operation, self.lock_file):
             return
@@ -234,7 +243,7 @@ class NamedLock:
                 )
             if now >= next_message:
                 holders = self.describe_holders()
-                progress.update(f"safe-build: waiting for the {self.what} lock on {self.subject} ({holders})")
+                progress.update(self._waiting_status())
                 prefix = "still waiting" if announced else "waiting"
                 waited = f", waited {_seconds(now - started)}" if announced else ""
                 if not quiet:
