@@ -457,7 +457,10 @@ def test_direct_url_and_record_match_plain_pip(
     outputs = []
     for command in (plain_pip(plain), safe_pip("--python", ours)):
         installed = run(
-            [*command, "install", "--quiet", "--no-build-isolation", "./t"], pip_env, cwd=tmp_path
+            # --use-pep517: pip before 23.1 would install a setup.py project without wheel the legacy way
+            [*command, "install", "--quiet", "--no-build-isolation", "--use-pep517", "./t"],
+            pip_env,
+            cwd=tmp_path,
         )
         assert installed.returncode == 0, installed.stderr
         outputs.append((installed.stdout, installed.stderr))
