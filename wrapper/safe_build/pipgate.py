@@ -35,9 +35,12 @@ from typing import Any
 RUNNING_IN_SUBPROCESS = "_PIP_RUNNING_IN_SUBPROCESS"
 MAX_DESCRIPTORS = 253  # SCM_MAX_FD: the most descriptors one message carries on Linux
 PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipgate_program.py")
-# loads the program by path (its bytecode cached as any module's) and runs it
+# loads the program by path (its bytecode cached as any module's) and runs it, the working
+# directory out of the way of its imports
 _BOOT = (
-    "import sys\n"
+    "import os, sys\n"
+    "if sys.path and sys.path[0] in ('', os.getcwd()):\n"
+    "    del sys.path[0]  # as pip's __main__ does: the working directory must shadow nothing\n"
     "from importlib.util import module_from_spec, spec_from_file_location\n"
     "spec = spec_from_file_location('safe_build_pipgate_program', sys.argv.pop(1))\n"
     "program = module_from_spec(spec)\n"
