@@ -1,7 +1,8 @@
 """The program of a gated pip: it runs in the target's Python, with the target's pip (23.0 or newer).
 
 ``pipgate`` starts it as ``python -c BOOT <this file> FD ARGS…`` before safe-pip has done anything
-else. It imports pip, then reads ``pip ARGS`` with pip's own parsers (``parse_command``,
+else (BOOT takes the working directory out of ``sys.path`` first, as pip's ``__main__`` does).
+It imports pip, then reads ``pip ARGS`` with pip's own parsers (``parse_command``,
 ``create_command``, ``Command.parse_args``, which also read pip's configuration files and ``PIP_*``
 variables, and the requirement-file parser for ``-r``/``-c`` files), and sends safe-pip a small JSON
 description of what the command line asks for (``describe``). Then it waits at the gate: safe-pip
@@ -51,12 +52,10 @@ FILE_SETTINGS = {
 MAX_DEPTH = 50  # nested requirement files followed
 
 
-def main() -> None:  # noqa: PLR0912
+def main() -> None:
     fd = int(sys.argv[1])
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
     arguments = sys.argv[2:]
-    if sys.path and sys.path[0] in ("", os.getcwd()):
-        sys.path.pop(0)  # as pip's __main__ does: the working directory must not shadow pip
     try:
         try:
             import pip
