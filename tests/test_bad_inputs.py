@@ -594,6 +594,12 @@ CASES: dict[str, Case] = {
         f"safe-build: error: cannot use output directory {{out}}/{LONG_NAME} (File name too long); "
         "choose another with -o",
     ),
+    # the wheel was published, then exit code 1 "Is a directory"
+    "report-is-a-directory": Case(
+        (*GOOD, "--report", "{out}"),
+        2,
+        "safe-build: error: --report {out} is a directory; name a file for the report, such as report.json",
+    ),
     "outdir-is-a-file": Case(
         ("{project}", "-nw", "-o", "{file}"),
         2,

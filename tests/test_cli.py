@@ -323,3 +323,15 @@ def test_success_prints_what_plain_build_prints(
     plain = run([sys.executable, "-m", "build", str(project), "-nw", "-o", str(tmp_path / "plain")], env)
     assert (plain.returncode, plain.stdout) == (0, result.stdout)
     assert result.stderr == plain.stderr == "* Getting build dependencies for wheel...\n* Building wheel...\n"
+
+
+def test_an_empty_outdir_is_the_working_directory_as_in_build(
+    make_project: MakeProject, env: dict[str, str], tmp_path: Path
+) -> None:
+    project = make_project("flit")
+    here = tmp_path / "here"
+    here.mkdir()
+    done = run(safe_build_command(project, "--wheel", "-n", "-o", ""), env, cwd=here)
+    assert done.returncode == 0, done.stderr
+    assert [path.name for path in here.iterdir()] == ["demo_flit-3.0-py2.py3-none-any.whl"]
+    assert not (project / "dist").exists()

@@ -104,13 +104,18 @@ def _run(args: argparse.Namespace, *, shown: bool) -> int:
     elif settings.isolation.value == "in-place":
         where = settings.isolation.origin
         raise SafeBuildError(f"isolation in-place ({where}) needs a project directory, not {args.srcdir}")
-    outdir = Path(args.outdir).absolute() if args.outdir else source.default_outdir
+    # as in build, -o "" is the working directory
+    outdir = Path(args.outdir).absolute() if args.outdir is not None else source.default_outdir
     report = Path(args.report).absolute() if getattr(args, "report", None) else None
     if not args.metadata:
         publish.check_output_dir(outdir)
         netfs.warn_if_network(outdir, "output directory")
     if report is not None:
         publish.check_output_dir(report.parent)
+        if report.is_dir():  # refused now: build would fail only after the artifacts were published
+            raise SafeBuildError(
+                f"--report {report} is a directory", hint="name a file for the report, such as report.json"
+            )
     state = states.at(settings.cache_dir.value, lock_timeout=settings.lock_timeout.value)
     lock = state.project_lock(source.path)
     slot = hashlib.sha256(os.fsencode(source.path)).hexdigest()[:8]  # short: it lengthens every path
