@@ -198,10 +198,12 @@ def make_environment(path: str, installer: Installer, requirements: list[str], c
 
 
 @functools.cache  # once per process, however many builds it runs (safe-pip builds several)
-def fallback_warning(stream: TextIO | None = None) -> None:
+def fallback_warning() -> None:
     """Say that isolated builds make a fresh environment because of :data:`PROBLEM`."""
-    print(
-        f"safe-build: warning: build {build.__version__} is not one this safe-build knows ({PROBLEM}); "
+    from safe_build import progress  # noqa: PLC0415
+
+    progress.labelled(
+        "warning",
+        f"build {build.__version__} is not one this safe-build knows ({PROBLEM}); "
         "isolated builds make a fresh environment each time, as python -m build does",
-        file=stream or sys.stderr,
     )

@@ -83,7 +83,9 @@ def _exit(code: int) -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"safe-build: error: {_one_line(message)}", file=sys.stderr, flush=True)
+    from safe_build import progress  # noqa: PLC0415
+
+    progress.labelled("error", _one_line(message))
     return code
 
 

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 from typing import NamedTuple
+
+from safe_build import progress
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 """The mount table read unless ``SAFE_BUILD_MOUNTINFO`` names another (see the module docstring)."""
@@ -175,9 +176,9 @@ def warn_if_network(path: Path, what: str) -> None:
     if mount is None or not _is_network_type(mount.fstype) or mount.mount_point in _warned:
         return
     _warned.add(mount.mount_point)
-    print(
-        f"safe-build: warning: {what} {path} is on a network file system ({mount.fstype}): its locks may "
+    progress.labelled(
+        "warning",
+        f"{what} {path} is on a network file system ({mount.fstype}): its locks may "
         "not exclude processes on other hosts; keep it on a local disk (for the cache: --cache-dir or "
         "SAFE_BUILD_CACHE_DIR), or run the builds that share it on one host",
-        file=sys.stderr,
     )

@@ -105,6 +105,15 @@ def line(text: str, stream: TextIO | None = None) -> None:
         print(text, file=target, flush=True)
 
 
+def labelled(label: str, text: str) -> None:
+    """One of safe-build's own lines on stderr, ``safe-build: <label>: text``, its label in build's
+    colours (yellow for a warning, red for an error) where build would colour it."""
+    from safe_build import buildcompat  # noqa: PLC0415 (it imports build: only when there is news)
+
+    colour = "{red}" if label == "error" else "{yellow}"
+    line(buildcompat.styled(colour + "safe-build: " + label + ":{reset} {}", text))
+
+
 def _tick(stop: threading.Event) -> None:
     while not stop.wait(TICK_SECONDS):
         with _lock:

@@ -40,12 +40,11 @@ import json
 import os
 import re
 import stat
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from safe_build import netfs
+from safe_build import netfs, progress
 from safe_build.errors import SafeBuildError
 from safe_build.fsutil import remove_tree
 from safe_build.locks import NamedLock, unwritable_state
@@ -375,10 +374,10 @@ def _private_instead(configured: Path, distrust: str, lock_timeout: float) -> St
     """A fresh private state for this run, in place of ``configured``; removed when the run ends."""
     if configured not in _warned:
         _warned.add(configured)
-        print(
-            f"safe-build: warning: the cache directory {configured} is not trusted ({distrust}); "
-            "building without the cache. Choose one of your own with --cache-dir or SAFE_BUILD_CACHE_DIR",
-            file=sys.stderr,
+        progress.labelled(
+            "warning",
+            f"the cache directory {configured} is not trusted ({distrust}); building without the cache. "
+            "Choose one of your own with --cache-dir or SAFE_BUILD_CACHE_DIR",
         )
     root = Path(tempfile.mkdtemp(prefix="safe-build-state-"))  # 0700
     _mark(root)

@@ -267,7 +267,7 @@ def _save_memo(memo: cachekey.Memo, request: _Request) -> None:
 
 def _cache_warning(request: _Request, what: str) -> None:
     text = f"{what}; cache directory {request.settings.cache_dir.value}"
-    progress.line(buildcompat.styled("{yellow}safe-build: warning:{reset} {}", text))
+    progress.labelled("warning", text)
 
 
 def _key_context(request: _Request) -> cachekey.Context:
