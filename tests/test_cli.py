@@ -335,3 +335,11 @@ def test_an_empty_outdir_is_the_working_directory_as_in_build(
     assert done.returncode == 0, done.stderr
     assert [path.name for path in here.iterdir()] == ["demo_flit-3.0-py2.py3-none-any.whl"]
     assert not (project / "dist").exists()
+
+
+def test_the_error_line_is_coloured_as_build_colours_its_own(env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    forced = run(safe_build_command(missing), {**env, "FORCE_COLOR": "1"})
+    assert forced.stderr.splitlines()[-1].startswith("\x1b[91msafe-build: error:\x1b[0m no such file")
+    plain = run(safe_build_command(missing), {**env, "NO_COLOR": "1"})
+    assert plain.stderr.splitlines()[-1].startswith("safe-build: error: no such file")
