@@ -219,6 +219,7 @@ def failures(results: Sequence[subprocess.CompletedProcess[str]]) -> list[str]:
 # --- 1. one local tree into eight venvs at once -------------------------------------------------
 
 
+@pytest.mark.compat  # the concurrency this project is for, with every pip CI runs
 def test_concurrent_installs_of_one_tree_into_eight_venvs(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -254,6 +255,7 @@ def test_demo_plain_pip_fails_installing_one_tree_into_eight_venvs(
 EDITABLE_PROCESSES = 6
 
 
+@pytest.mark.compat  # the concurrency this project is for, with every pip CI runs
 def test_concurrent_editable_installs_into_one_venv(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:

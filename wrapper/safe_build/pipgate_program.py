@@ -292,7 +292,7 @@ def _lines(path: str, content: bytes, reading: tuple[str, ...]) -> list[dict[str
     from pip._internal.req.req_file import get_line_parser, preprocess
 
     try:
-        from pip._internal.req.req_file import _decode_req_file
+        from pip._internal.req.req_file import _decode_req_file  # type: ignore[attr-defined,unused-ignore]
 
         text = _decode_req_file(content, path)
     except ImportError:  # pip before 25.1

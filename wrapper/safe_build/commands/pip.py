@@ -404,7 +404,7 @@ def _build(requirements: pipargs.Requirements, described: Description, work: Pat
             out = work / "wheels" / str(number)
             # quiet: pip reports what it installs; a failed build still shows its output and error
             quiet = ["--quiet", "--quiet"]
-            build.run(["--wheel", "--outdir", str(out), *quiet, *flags, str(project.directory)])
+            build.run(["--wheel", "--outdir", str(out), *quiet, *flags, str(project.directory)], shown=False)
             [wheel] = out.glob("*.whl")
             shim = _shim(project, wheel, work / "prebuilt" / str(number) / project.directory.name)
             shims.append(shim)
