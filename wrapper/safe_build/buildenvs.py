@@ -32,6 +32,7 @@ distinct (normalized requirements, constraints, installer, interpreter), at
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -175,23 +176,93 @@ class EnvStore:
     def prune(self, older_than: float) -> list[Path]:
         """Remove the environments unused for ``older_than`` seconds and killed creations."""
         cutoff = time.time() - older_than
-        return self._remove(lambda path: _last_used(path) < cutoff)
+        return [found.path for found in self.remove(lambda found: found.last_used < cutoff)]
 
     def clean(self) -> list[Path]:
         """Remove every environment not in use."""
-        return self._remove(lambda path: True)
+        return [found.path for found in self.remove(lambda found: True)]
 
-    def _remove(self, doomed: Callable[[Path], bool]) -> list[Path]:
+    def stored(self) -> list[StoredEnv]:
+        """Every environment directory, complete or not, as its marker describes it. Needs no lock:
+        for a listing only (one being made or removed meanwhile may be described as it was)."""
+        return [_stored(path) for path in self.paths()]
+
+    def remove(
+        self, doomed: Callable[[StoredEnv], bool], *, measure: Callable[[Path], int] | None = None
+    ) -> list[StoredEnv]:
+        """Remove the environments not in use that ``doomed`` picks; what was removed, each with its
+        ``size`` as ``measure`` found it just before."""
         removed = []
-        for path in sorted(path for path in self.root.glob("*/*") if path.is_dir()):
-            try:
-                with self.state.build_env_lock(path.name, path, timeout=0).hold("exclusive"):
-                    if doomed(path):
-                        _discard(path)
-                        removed.append(path)
-            except LockTimeout:
-                continue  # in use or being made: its owner holds its lock
+        for path in self.paths():
+            found = self.remove_idle(path, doomed, measure=measure)
+            if found is not None:
+                removed.append(found)
         return removed
+
+    def remove_idle(
+        self,
+        path: Path,
+        doomed: Callable[[StoredEnv], bool] = lambda found: True,
+        *,
+        measure: Callable[[Path], int] | None = None,
+    ) -> StoredEnv | None:
+        """Remove the environment at ``path`` if nobody uses or makes it (its lock, not waited for)
+        and ``doomed`` picks it as it is under that lock; what was removed, or None."""
+        try:
+            with self.state.build_env_lock(path.name, path, timeout=0).hold("exclusive"):
+                found = _stored(path)
+                if not (os.path.isdir(path) and doomed(found)):
+                    return None
+                if measure is not None:
+                    found = dataclasses.replace(found, size=measure(path))
+                _discard(path)
+                return found
+        except LockTimeout:
+            return None  # in use or being made: its owner holds its lock
+
+    def paths(self) -> list[Path]:
+        """Every environment directory, complete or not."""
+        return sorted(path for path in self.root.glob("*/*") if path.is_dir())
+
+
+@dataclass(frozen=True)
+class StoredEnv:
+    """An environment directory as the store keeps it: what its marker says, if it has one."""
+
+    path: Path
+    last_used: float  # the marker's modification time; -inf without one (a killed or running creation)
+    created_at: float | None = None  # None: no readable marker
+    requirements: tuple[str, ...] = ()
+    installer: str = ""
+    python: str = ""  # the interpreter's version (``3.12.3``), as the marker records it
+    implementation: str = ""
+    size: int = 0  # bytes on disk, when the caller measured them
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    @property
+    def complete(self) -> bool:
+        return self.created_at is not None
+
+
+def _stored(path: Path) -> StoredEnv:
+    last_used = _last_used(path)
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        python = marker["python"]
+        return StoredEnv(
+            path=path,
+            last_used=last_used,
+            created_at=float(marker["created_at"]),
+            requirements=tuple(str(requirement) for requirement in marker["requirements"]),
+            installer=str(marker.get("installer", "")),
+            python=str(python["version"]).split(" ", 1)[0],
+            implementation=str(python["implementation"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return StoredEnv(path=path, last_used=last_used)
 
 
 def _key(requirements: frozenset[str], installer: Installer, constraints: str) -> str:

@@ -48,6 +48,7 @@ from typing import TypeVar
 from packaging.utils import canonicalize_name
 
 from safe_build import buildenvs, publish, workdirs
+from safe_build.errors import LockTimeout
 from safe_build.fsutil import fsync_dir, private_to_us, remove_tree
 from safe_build.state import State
 
@@ -56,6 +57,7 @@ OUTPUT_LOG = "output.log"
 FORMAT = 1  # of entry.json; an entry in another format is treated as damaged and rebuilt
 WORK = ".work"
 TRASH = ".trash"
+MEMOS = "key-memos"  # state.State.memo_path
 _KEY = re.compile(r"[0-9a-f]{16,128}")
 _CHUNK = 1 << 20
 
@@ -88,7 +90,7 @@ class Entry:
     built_at: float
     inputs: Mapping[str, object]
     path: Path
-    size: int  # bytes on disk, entry.json included
+    size: int  # bytes on disk as du counts them (allocated blocks), entry.json and the directory included
     last_used: float
     warnings: tuple[str, ...] = ()  # what the build warned of, as build showed it (without "WARNING ")
     log: Artifact | None = None  # the build's output, in OUTPUT_LOG
@@ -111,11 +113,32 @@ class Removal:
     entries: tuple[Entry, ...] = ()
     damaged: int = 0  # entries whose entry.json could not be read
     leftovers: int = 0  # work, trash and private directories of processes that died
-    environments: int = 0  # cached build environments (see buildenvs)
+    environments: tuple[buildenvs.StoredEnv, ...] = ()  # cached build environments, with their sizes
+    memos: int = 0  # key memos (content digests kept between builds), removed to meet a size
+    busy: int = 0  # entries and environments in use, left alone
 
     @property
     def freed(self) -> int:
+        """What the removed entries took on disk."""
         return sum(entry.size for entry in self.entries)
+
+    @property
+    def environments_freed(self) -> int:
+        return sum(environment.size for environment in self.environments)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The cache directory's size on disk as ``du`` counts it (allocated blocks, each inode once,
+    links not followed), and its parts; ``other`` is the rest: markers, locks, work and trash
+    directories, the directories that hold the parts."""
+
+    total: int
+    entries: int
+    environments: int
+    private: int  # tmp/: private directories of running (or dead) builds
+    memos: int  # key-memos/
+    other: int
 
 
 class Cache:
@@ -128,6 +151,7 @@ class Cache:
         self._lock = state.cache_lock()
         self._using = 0
         self._flights: set[str] = set()
+        self._keys_busy = False  # a key lock was found held under the exclusive lock: keep key locks
 
     @contextlib.contextmanager
     def using(self) -> Iterator[None]:
@@ -255,8 +279,26 @@ class Cache:
         """Every readable entry, unverified. Needs no lock: entries appear and vanish by rename."""
         return self._scan()[0]
 
+    def environments(self) -> list[buildenvs.StoredEnv]:
+        """Every build environment directory with its size on disk. Needs no lock (a listing)."""
+        return [
+            dataclasses.replace(found, size=disk_usage(found.path)) for found in self._environments().stored()
+        ]
+
+    def usage(self) -> Usage:
+        """What the whole cache directory takes on disk, as ``du`` counts it, and its parts."""
+        seen: set[tuple[int, int]] = set()
+        entries = sum(disk_usage(path, seen) for path in _entry_dirs(self.wheels))
+        environments = sum(disk_usage(path, seen) for path in self._environments().paths())
+        private = disk_usage(self.state.tmp, seen)
+        memos = disk_usage(self.root / MEMOS, seen)
+        other = disk_usage(self.root, seen)  # what is left: the counted directories are not entered again
+        total = entries + environments + private + memos + other
+        return Usage(total, entries, environments, private, memos, other)
+
     def clean(self, project: str | None = None) -> Removal:
-        """Remove every entry, or those of ``project`` (compared as normalized names), and leftovers."""
+        """Remove every entry, or those of ``project`` (compared as normalized names), and leftovers;
+        with no ``project``, every build environment too. What is in use is left alone."""
         if not self.root.is_dir():
             return Removal()
         with self._lock.hold("exclusive"):
@@ -266,37 +308,87 @@ class Cache:
                 entries = [entry for entry in entries if canonicalize_name(entry.project) == wanted]
                 return self._remove_all(entries, [])
             removal = self._remove_all(entries, damaged)
-            return dataclasses.replace(removal, environments=len(self._environments().clean()))
+            environments = self._environments().remove(lambda found: True, measure=disk_usage)
+            busy = len(self._environments().paths())
+            self._remove_empty_shards()
+            return dataclasses.replace(removal, environments=tuple(environments), busy=removal.busy + busy)
 
     def prune(self, *, older_than: float | None = None, max_size: int | None = None) -> Removal:
-        """Remove entries unused for more than ``older_than`` seconds, then least recently used ones
-        until the entries take at most ``max_size`` bytes; also damaged entries, leftovers, and build
-        environments unused for ``older_than`` (default: as long as they may be reused at all)."""
+        """Remove entries unused for more than ``older_than`` seconds, damaged entries, leftovers, and
+        build environments unused for ``older_than`` (default: as long as they may be reused at all);
+        then, while the whole directory takes more than ``max_size`` bytes on disk (as ``du`` counts
+        it), the least recently used entry or build environment, whichever was used longest ago, and
+        as a last resort key memos. Nothing in use is removed (their locks are not waited for)."""
         if not self.root.is_dir():
             return Removal()
         with self._lock.hold("exclusive"):
             entries, damaged = self._scan()
-            newest_first = sorted(entries, key=lambda entry: entry.last_used, reverse=True)
+            old: list[Entry] = []
             if older_than is not None:
                 cutoff = time.time() - older_than
-                newest_first = [entry for entry in newest_first if entry.last_used >= cutoff]
-            if max_size is not None:
-                total = 0
-                for index, entry in enumerate(newest_first):
-                    total += entry.size
-                    if total > max_size:
-                        newest_first = newest_first[:index]
-                        break
-            kept = {entry.key for entry in newest_first}
-            removal = self._remove_all([entry for entry in entries if entry.key not in kept], damaged)
-            unused = self._environments().prune(
-                buildenvs.DEFAULT_MAX_AGE if older_than is None else older_than
+                old = [entry for entry in entries if entry.last_used < cutoff]
+            removal = self._remove_all(old, damaged)
+            env_cutoff = time.time() - (buildenvs.DEFAULT_MAX_AGE if older_than is None else older_than)
+            environments = self._environments().remove(
+                lambda found: found.last_used < env_cutoff, measure=disk_usage
             )
-            return dataclasses.replace(removal, environments=len(unused))
+            removal = dataclasses.replace(removal, environments=tuple(environments))
+            if max_size is not None:
+                removal = self._shrink(max_size, removal)
+            self._remove_empty_shards()
+            return removal
+
+    def _shrink(self, max_size: int, removal: Removal) -> Removal:
+        """Remove the least recently used entries and environments, then key memos, until the whole
+        directory takes at most ``max_size`` bytes; under the exclusive lock."""
+        total = self.usage().total
+        queue: list[Entry | buildenvs.StoredEnv] = sorted(
+            [*self._scan()[0], *self.environments()], key=lambda item: item.last_used
+        )
+        entries, environments, busy = list(removal.entries), list(removal.environments), removal.busy
+        while total > max_size and queue:
+            item = queue.pop(0)
+            if isinstance(item, Entry):
+                removed = self._remove_idle(item)
+                if removed:
+                    entries.append(item)
+            else:
+                gone = self._environments().remove_idle(item.path, measure=disk_usage)
+                removed = gone is not None
+                if gone is not None:
+                    environments.append(gone)
+            if removed:
+                total -= item.size
+            else:
+                busy += 1
+            if total <= max_size or not queue:
+                total = self.usage().total  # measured again: the estimate may be off
+        memos = 0
+        if total > max_size:
+            for memo in sorted(_children(self.root / MEMOS), key=_modified):
+                if total <= max_size:
+                    break
+                size = disk_usage(memo)
+                with contextlib.suppress(FileNotFoundError):
+                    memo.unlink()
+                    memos += 1
+                    total -= size
+        return dataclasses.replace(
+            removal, entries=tuple(entries), environments=tuple(environments), memos=memos, busy=busy
+        )
 
     def _environments(self) -> buildenvs.EnvStore:
         """The build environments kept beside the entries; removed only under the exclusive lock."""
         return buildenvs.EnvStore(self.state)
+
+    def _remove_empty_shards(self) -> None:
+        """Remove empty shard directories (``wheels/ab/``, ``envs/ab/``); under the exclusive lock,
+        so no store or creation is about to fill one."""
+        for parent in (self.wheels, self.state.envs):
+            for shard in _children(parent):
+                if not shard.name.startswith("."):
+                    with contextlib.suppress(OSError):  # not empty, or gone
+                        shard.rmdir()
 
     def _entry_dir(self, key: str) -> Path:
         return self.wheels / key[:2] / key
@@ -337,10 +429,12 @@ class Cache:
     def _remove_all(self, entries: Sequence[Entry], damaged: Sequence[Path]) -> Removal:
         """Remove ``entries`` (least recently used first) and ``damaged``, then what dead processes left.
 
-        Runs under the exclusive cache lock: no work or trash directory, no key lock is in use.
+        Runs under the exclusive cache lock: no work or trash directory, no key lock is in use. An
+        entry whose key lock is held all the same is left, and so are the key locks then.
         """
-        for entry in sorted(entries, key=lambda entry: entry.last_used):
-            self._remove(entry.path)
+        removed = [
+            entry for entry in sorted(entries, key=lambda entry: entry.last_used) if self._remove_idle(entry)
+        ]
         for path in damaged:
             self._remove(path)
         leftovers = workdirs.sweep(self.state.tmp)
@@ -348,9 +442,31 @@ class Cache:
             for path in _children(hidden):
                 remove_tree(path)
                 leftovers += 1
-        if (self.state.locks / "keys").exists():
-            remove_tree(self.state.locks / "keys")
-        return Removal(tuple(entries), len(damaged), leftovers)
+        self._remove_key_locks()
+        return Removal(tuple(removed), len(damaged), leftovers, busy=len(entries) - len(removed))
+
+    def _remove_idle(self, entry: Entry) -> bool:
+        """Remove ``entry`` under its key's lock, unless someone holds that lock (not waited for)."""
+        idle = dataclasses.replace(self.state, lock_timeout=0)
+        try:
+            with idle.key_lock(entry.key, entry.path).hold("exclusive"):
+                self._remove(entry.path)
+        except LockTimeout:
+            self._keys_busy = True
+            return False
+        self._remove_key_locks()
+        return True
+
+    def _remove_key_locks(self) -> None:
+        """Remove the key lock files: under the exclusive lock nobody holds one, unless a key was
+        found busy all the same, and then they stay."""
+        if not self._keys_busy:
+            for path in _children(self.state.locks / "keys"):
+                if path.is_dir() and not path.is_symlink():
+                    remove_tree(path)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
 
     def _remove(self, path: Path) -> None:
         """Move ``path`` into the trash with one rename, so nobody sees it half removed, then delete it."""
@@ -400,7 +516,7 @@ def _read_entry(path: Path) -> Entry:
         built_at=datetime.fromisoformat(_typed(data["built_at"], str)).timestamp(),
         inputs=_typed(data["inputs"], dict),
         path=path,
-        size=_tree_size(path),
+        size=disk_usage(path),
         last_used=record.stat().st_mtime,
         warnings=tuple(_typed(text, str) for text in _typed(data.get("warnings", []), list)),
         log=None if data.get("log") is None else _artifact(data["log"], OUTPUT_LOG),
@@ -449,10 +565,32 @@ def _digest(path: Path) -> Artifact:
     return Artifact(path.name, size, digest.hexdigest())
 
 
-def _tree_size(root: Path) -> int:
-    total = 0
-    for directory, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(directory, name)).st_size
+def disk_usage(path: Path, seen: set[tuple[int, int]] | None = None) -> int:
+    """What ``path`` and everything below it take on disk, as ``du`` counts it: allocated blocks,
+    each inode once (in ``seen``, shared between calls to count a hard link once), links not
+    followed. A directory already in ``seen`` is not entered again."""
+    seen = set() if seen is None else seen
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return 0
+    identity = (info.st_dev, info.st_ino)
+    if identity in seen:
+        return 0
+    seen.add(identity)
+    total = info.st_blocks * 512
+    if stat.S_ISDIR(info.st_mode):
+        try:
+            with os.scandir(path) as listing:
+                children = [Path(child.path) for child in listing]
+        except OSError:
+            return total
+        total += sum(disk_usage(child, seen) for child in children)
     return total
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return 0.0
