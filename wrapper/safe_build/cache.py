@@ -50,6 +50,7 @@ from packaging.utils import canonicalize_name
 from safe_build import buildenvs, publish, workdirs
 from safe_build.errors import LockTimeout
 from safe_build.fsutil import fsync_dir, private_to_us, remove_tree
+from safe_build.locks import NamedLock
 from safe_build.state import State
 
 ENTRY_FILE = "entry.json"
@@ -151,7 +152,6 @@ class Cache:
         self._lock = state.cache_lock()
         self._using = 0
         self._flights: set[str] = set()
-        self._keys_busy = False  # a key lock was found held under the exclusive lock: keep key locks
 
     @contextlib.contextmanager
     def using(self) -> Iterator[None]:
@@ -430,7 +430,7 @@ class Cache:
         """Remove ``entries`` (least recently used first) and ``damaged``, then what dead processes left.
 
         Runs under the exclusive cache lock: no work or trash directory, no key lock is in use. An
-        entry whose key lock is held all the same is left, and so are the key locks then.
+        entry whose key lock is held all the same is left, and so is that lock.
         """
         removed = [
             entry for entry in sorted(entries, key=lambda entry: entry.last_used) if self._remove_idle(entry)
@@ -447,26 +447,39 @@ class Cache:
 
     def _remove_idle(self, entry: Entry) -> bool:
         """Remove ``entry`` under its key's lock, unless someone holds that lock (not waited for)."""
-        idle = dataclasses.replace(self.state, lock_timeout=0)
         try:
-            with idle.key_lock(entry.key, entry.path).hold("exclusive"):
+            with self._idle_key_lock(entry.key, entry.path).hold("exclusive"):
                 self._remove(entry.path)
+                self._unlink_key_lock(entry.key)
         except LockTimeout:
-            self._keys_busy = True
             return False
-        self._remove_key_locks()
+        self._remove_holders_dir(entry.key)
         return True
 
     def _remove_key_locks(self) -> None:
-        """Remove the key lock files: under the exclusive lock nobody holds one, unless a key was
-        found busy all the same, and then they stay."""
-        if not self._keys_busy:
-            for path in _children(self.state.locks / "keys"):
-                if path.is_dir() and not path.is_symlink():
-                    remove_tree(path)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+        """Remove the key lock files nobody holds. Under the exclusive lock nobody should; each is
+        taken (not waited for) and unlinked while held all the same, so a lock someone holds stays,
+        and a process that opened the file meanwhile sees it gone and takes the lock again."""
+        for path in _children(self.state.locks / "keys"):
+            key = path.name.removesuffix(".lock")
+            if path.name == f"{key}.lock" and _KEY.fullmatch(key):
+                try:
+                    with self._idle_key_lock(key, key).hold("exclusive"):
+                        self._unlink_key_lock(key)
+                except LockTimeout:
+                    continue
+                self._remove_holders_dir(key)
+
+    def _idle_key_lock(self, key: str, subject: Path | str) -> NamedLock:
+        return dataclasses.replace(self.state, lock_timeout=0).key_lock(key, subject)
+
+    def _unlink_key_lock(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.state.locks / "keys" / f"{key}.lock").unlink()
+
+    def _remove_holders_dir(self, key: str) -> None:
+        with contextlib.suppress(OSError):  # not there, or a record of a holder that came meanwhile
+            (self.state.locks / "keys" / f"{key}.lock.holders").rmdir()
 
     def _remove(self, path: Path) -> None:
         """Move ``path`` into the trash with one rename, so nobody sees it half removed, then delete it."""
