@@ -25,8 +25,10 @@ distinct (normalized requirements, constraints, installer, interpreter), at
 - **Ours alone.** An environment's root is 0700; one that another user owns or could write to is
   treated as absent and made anew, so that nobody else's code runs in our builds.
 - **Inside the cache's lock.** Every use runs inside ``using()`` (the cache-wide lock held shared);
-  :meth:`EnvStore.prune` and :meth:`EnvStore.clean` are meant for the holder of that lock held
-  exclusive, and leave alone any environment whose own lock is busy all the same.
+  :meth:`EnvStore.prune`, :meth:`EnvStore.clean` and :meth:`EnvStore.remove` are meant for the holder
+  of that lock held exclusive, and leave alone any environment whose own lock is busy all the same.
+  :meth:`EnvStore.stored` lists them (requirements, interpreter, creation, last use: the marker's
+  modification time) for the cache's accounting.
 """
 
 from __future__ import annotations

@@ -26,6 +26,14 @@ shares both locks' open files, so an orphaned build keeps them until it ends.
 
 flock favours readers: clean and prune get in only at a moment when no build uses the cache, so on a
 machine whose builds overlap without a break they wait until the lock timeout.
+
+**Accounting covers the whole directory.** Sizes are what ``du`` counts (:func:`disk_usage`:
+allocated blocks, each inode once, links not followed), for entries, for the build environments kept
+beside them (``buildenvs``) and for the whole state directory (:meth:`Cache.usage`). ``prune`` with a
+size removes, after what is old, the least recently used entry or build environment, whichever was
+used longest ago, until the whole directory fits, and key memos only when nothing else is left to
+remove. Under the exclusive lock nothing should be in use; each entry is removed under its key's
+lock and each environment under its own, neither waited for, so one in use all the same is left.
 """
 
 from __future__ import annotations
