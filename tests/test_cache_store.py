@@ -717,3 +717,35 @@ def test_entry_directories_are_private_to_the_cache(tmp_path: Path, root: Path) 
         assert stat.S_IMODE(copy.stat().st_mode) == stat.S_IMODE(source.stat().st_mode)
     files[1].write_bytes(b"changed after the store")
     assert entry.files[1].read_bytes() != b"changed after the store"
+
+
+def test_prune_removes_key_memos_only_when_nothing_else_is_left_to_remove(
+    tmp_path: Path, root: Path, cache_env: dict[str, str]
+) -> None:
+    """Catches: a size bound that key memos keep out of reach; memos removed before entries."""
+    cache = Cache(state.at(root, lock_timeout=5))
+    store(cache, KEY, artifacts(tmp_path / "built", size=40_000))
+    memo = root / "key-memos" / "demo-0123456789abcdef.memo"
+    memo.parent.mkdir(exist_ok=True)
+    memo.write_bytes(os.urandom(40_000))
+    as_json(cache_cli(cache_env, "prune", "--cache-dir", root, "--json"))  # settles what stores left
+    total = total_size(cache_env, root)
+    [entry] = listed(cache_env, root)
+    first = as_json(
+        cache_cli(
+            cache_env,
+            "prune",
+            "--cache-dir",
+            root,
+            "--max-size",
+            str(total - int(str(entry["size"])) + SLACK),
+            "--json",
+        )
+    )
+    assert isinstance(first, dict)
+    assert (len(first["removed"]), first["memos"]) == (1, 0)
+    assert memo.exists()
+    second = as_json(cache_cli(cache_env, "prune", "--cache-dir", root, "--max-size", "1", "--json"))
+    assert isinstance(second, dict)
+    assert second["memos"] == 1
+    assert not memo.exists()
