@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from safe_build import pipargs, pipgate, state
-from tests.conftest import run, run_parallel, tree_state, write_project
+from tests.conftest import run, run_parallel, safe_build_command, tree_state, write_project
 
 ROUNDS = 2
 LOOP = (  # python -c LOOP N COMMAND…: run COMMAND N times, one after the other; exit with the worst code
@@ -766,16 +766,16 @@ def test_requirement_files_from_pipes_and_fifos(
 def test_a_piped_requirement_file_reaches_the_pip_that_runs(
     make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The active venv's pip.conf names another Python (pip's ``python`` setting): the pip started
-    first read the pipe, and the pip that runs, the other venv's, gets what it held."""
+    """pip's configuration names another Python (pip's ``python`` setting): the pip started first,
+    safe-pip's own Python's, read the pipe, and the pip that runs, the other venv's, gets what it held."""
     project = write(tmp_path / "t", TOOL)
     before = tree_state(project)
-    first, second = make_venvs(2)
-    (first / "pip.conf").write_text(f"[global]\npython = {second}\n")
+    [second] = make_venvs(1)
+    (tmp_path / "pip.conf").write_text(f"[global]\npython = {second}\n")
     result = subprocess.run(
         safe_pip("install", "--no-build-isolation", "-r", "/dev/stdin"),
         input="./t\n",
-        env={**pip_env, "VIRTUAL_ENV": str(first)},
+        env={**pip_env, "PIP_CONFIG_FILE": str(tmp_path / "pip.conf")},
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -784,7 +784,7 @@ def test_a_piped_requirement_file_reaches_the_pip_that_runs(
     )
     assert result.returncode == 0, result.stderr
     assert direct_url(second, "t-4.dist-info") == {"dir_info": {}, "url": project.as_uri()}
-    assert not (site_packages(first) / "t-4.dist-info").exists()
+    assert not list(Path(sys.prefix).glob("lib/python*/site-packages/t-4.dist-info"))
     assert tree_state(project) == before
 
 
@@ -966,3 +966,53 @@ def test_cache_dir_is_the_one_pip_uses(
             variables,
             flags,
         )
+
+
+@pytest.fixture(scope="session")
+def safe_build_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of safe-build built from this checkout (offline: no build isolation)."""
+    out = tmp_path_factory.mktemp("safe-build-wheel")
+    env = {**os.environ, "SAFE_BUILD_CACHE_DIR": str(out / "cache"), "PIP_NO_INDEX": "1"}
+    checkout = Path(__file__).resolve().parent.parent
+    built = run(safe_build_command("--wheel", "--no-isolation", "--outdir", out, checkout), env)
+    assert built.returncode == 0, built.stderr
+    [wheel] = out.glob("safe_build-*.whl")
+    return wheel
+
+
+def install_safe_pip(venv: Path, wheel: Path, env: dict[str, str]) -> Path:
+    """safe-build installed into ``venv`` from ``wheel``, as a user installs it (its requirements
+    are this Python's: a ``.pth`` names its site-packages after the venv's own); its ``safe-pip``."""
+    installed = run(plain_pip(venv, "install", "--quiet", "--no-deps", "--no-index", wheel), env)
+    assert installed.returncode == 0, installed.stderr
+    [ours] = (path for path in sys.path if path.endswith("site-packages") and Path(path).is_dir())
+    (site_packages(venv) / "zz_safe_build_requirements.pth").write_text(ours + "\n")
+    return venv / "bin" / "safe-pip"
+
+
+def test_venv_safe_pip_works_on_its_own_venv(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path, safe_build_wheel: Path
+) -> None:
+    """``VENV/bin/safe-pip`` works on VENV, as ``VENV/bin/pip`` does, with no PATH and no active venv
+    (pip reads no VIRTUAL_ENV: an active other venv changes nothing); from a tool's venv (pipx, uv
+    tool), it works on the active venv instead."""
+    write(tmp_path / "t", TOOL)
+    venv, other = make_venvs(2)
+    script = install_safe_pip(venv, safe_build_wheel, pip_env)
+    bare = {key: value for key, value in pip_env.items() if key not in ("PATH", "VIRTUAL_ENV")}
+    version = run([str(script), "--version"], bare, cwd=tmp_path)
+    assert version.returncode == 0, version.stderr
+    assert f"from {site_packages(venv) / 'pip'} " in version.stdout
+    result = run([str(script), "install", "--no-build-isolation", "./t"], bare, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (site_packages(venv) / "t-4.dist-info").is_dir()
+    elsewhere = run([str(script), "--version"], {**bare, "VIRTUAL_ENV": str(other)}, cwd=tmp_path)
+    assert f"from {site_packages(venv) / 'pip'} " in elsewhere.stdout
+    (venv / "pipx_metadata.json").write_text("{}\n")  # safe-build installed with pipx
+    as_tool = run(
+        [str(script), "install", "--no-build-isolation", "./t"],
+        {**bare, "VIRTUAL_ENV": str(other)},
+        cwd=tmp_path,
+    )
+    assert as_tool.returncode == 0, as_tool.stderr
+    assert (site_packages(other) / "t-4.dist-info").is_dir()

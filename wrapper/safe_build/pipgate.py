@@ -27,12 +27,15 @@ import os
 import re
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 # pip's own flag for the pip that ``--python`` starts: the target pip must not start another one
 RUNNING_IN_SUBPROCESS = "_PIP_RUNNING_IN_SUBPROCESS"
+# the files pipx and ``uv tool`` write into the venvs they make for a tool
+TOOL_MARKERS = ("pipx_metadata.json", "uv-receipt.toml")
 MAX_DESCRIPTORS = 253  # SCM_MAX_FD: the most descriptors one message carries on Linux
 PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipgate_program.py")
 # loads the program by path (its bytecode cached as any module's) and runs it, the working
@@ -174,19 +177,29 @@ def interpreter_of(named: str) -> str | None:
 
 
 def active_python() -> str | None:
-    """The Python pip runs on without ``--python``: the active venv's (which may be missing), else
-    ``python`` on PATH."""
+    """The Python pip runs on without ``--python``, as pip's own rule has it: ``VENV/bin/pip`` works
+    on VENV, so safe-pip works on the environment of the Python that runs it (``VIRTUAL_ENV`` is not
+    read: an activated venv's ``bin`` comes first on PATH, so its own ``safe-pip`` runs). Unless that
+    is a tool's venv (pipx, ``uv tool``), which is no place to install into: then the active venv's
+    Python (which may be missing), else ``python`` on PATH."""
+    if sys.executable and not in_tool_environment():
+        return sys.executable
     venv = os.environ.get("VIRTUAL_ENV")
     if venv:
         return os.path.join(venv, "bin", "python")
-    import shutil  # noqa: PLC0415 (only without a venv)
+    import shutil  # noqa: PLC0415 (only from a tool's venv)
 
     return shutil.which("python") or shutil.which("python3")
 
 
+def in_tool_environment() -> bool:
+    """Does safe-pip run from a venv that pipx or ``uv tool`` made for it (their marker files)?"""
+    return any(os.path.exists(os.path.join(sys.prefix, name)) for name in TOOL_MARKERS)
+
+
 def _guess(argv: Sequence[str]) -> tuple[str, dict[str, str]] | None:
     """The interpreter and environment of the usual cases: ``--python X`` or ``PIP_PYTHON``, else
-    the active venv's Python, else ``python`` on PATH; always with a pip of the target's own."""
+    the one ``active_python`` names; always with a pip of the target's own."""
     env = dict(os.environ)
     named = python_option(argv) or env.get("PIP_PYTHON")
     if named is not None:

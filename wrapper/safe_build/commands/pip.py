@@ -258,8 +258,10 @@ def _fallback_cache_dir() -> Path | None:
 def _find_target(named: str | None) -> Target:
     """The target interpreter, as pip would choose it, and the pip to run on it.
 
-    ``named``: pip's ``--python`` (or its ``python`` setting), else the active virtual environment,
-    else ``python`` on PATH. Its own pip runs; if it has none, our pip does, through ``--python``.
+    ``named``: pip's ``--python`` (or its ``python`` setting), else the Python that runs safe-pip,
+    as ``VENV/bin/pip`` works on VENV (from a tool's venv: the active virtual environment, else
+    ``python`` on PATH; see ``pipgate.active_python``). Its own pip runs; if it has none, our pip
+    does, through ``--python``.
     """
     env = dict(os.environ)
     if named is not None:
@@ -291,7 +293,7 @@ def _find_target(named: str | None) -> Target:
 
 def _default_python() -> str:
     found = pipgate.active_python()
-    venv = os.environ.get("VIRTUAL_ENV")
+    venv = os.environ.get("VIRTUAL_ENV") if pipgate.in_tool_environment() else None
     if venv and not (found and os.path.exists(found)):
         raise SafeBuildError(
             f"the active virtual environment {venv} (VIRTUAL_ENV) has no bin/python",
