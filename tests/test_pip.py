@@ -1016,3 +1016,17 @@ def test_venv_safe_pip_works_on_its_own_venv(
     )
     assert as_tool.returncode == 0, as_tool.stderr
     assert (site_packages(other) / "t-4.dist-info").is_dir()
+
+
+def test_help_says_what_safe_pip_adds_then_shows_pips_help(
+    make_venvs: MakeVenvs, pip_env: dict[str, str]
+) -> None:
+    """A first paragraph of safe-pip's own, then pip's help exactly as pip prints it."""
+    [venv] = make_venvs(1)
+    for arguments in (["--help"], ["install", "-h"]):
+        plain = run(plain_pip(venv, *arguments), pip_env)
+        ours = run(safe_pip("--python", venv, *arguments), pip_env)
+        assert (ours.returncode, plain.returncode) == (0, 0), ours.stderr
+        first, _, rest = ours.stdout.partition("\n\n")
+        assert all(word in first for word in ("locks", "safe-build", "docs/safe-pip.md")), first
+        assert "\n" + rest == plain.stdout  # pip's help starts with an empty line

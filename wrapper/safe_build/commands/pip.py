@@ -64,6 +64,17 @@ BUILD_VARIABLES = {
     "--no-cache-dir": "PIP_NO_CACHE_DIR",
 }
 LISTS = ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST")  # pip adds these to the variable's
+# what ``safe-pip --help`` says before pip's own help
+HELP = """\
+safe-pip ARGS runs the target environment's own pip with ARGS, unchanged (its options, output and
+exit code), and adds safe-build's locks and builds around it: it holds the environment's lock for
+install and uninstall, pip's cache lock, and the project lock of each editable project, so pips on
+one environment, cache or project take turns; and it builds each local project directory it is given
+(./pkg, file:///.../pkg, name @ file:///..., in -r and -c files too) through safe-build, from a
+private snapshot, never in its tree. The target is the environment of the Python that runs safe-pip,
+as VENV/bin/pip works on VENV, or --python. See docs/safe-pip.md in safe-build's source.
+pip's own help follows.
+"""
 _ENVIRONMENT_QUESTION = (
     "import importlib.util, json, sys; print(json.dumps([sys.prefix, bool(importlib.util.find_spec('pip'))]))"
 )
@@ -171,8 +182,18 @@ def run(argv: Sequence[str], gate: pipgate.Gate | None = None) -> int:
         else:
             described = guessed
         if described.status == "exited" or target.prefix is None:
+            if _is_help(gate.description()):
+                sys.stdout.write(HELP)
             return _run_pip(gate, arguments, [])  # pip prints its error, or --version, --help…
         return _run_locked(described, arguments, target, target.prefix, gate, state=state)
+
+
+def _is_help(found: Mapping[str, Any] | None) -> bool:
+    """Did pip's reading end in its help (``--help``, ``-h``, of pip or of a command)?"""
+    if found is None or found.get("status") != "exited" or found.get("code") != 0:
+        return False
+    printed = found.get("stdout")
+    return isinstance(printed, str) and printed.lstrip().startswith("Usage:")
 
 
 def _early_state(argv: Sequence[str]) -> states.State | None:
