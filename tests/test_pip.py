@@ -53,6 +53,13 @@ TOOL = {
 }
 
 
+# a pyproject.toml for TOOL: pip before 23.1 would prepare a project without one through setup.py
+# (and say so), where it prepares safe-pip's shim through its pyproject.toml
+SETUPTOOLS_BUILD_SYSTEM = (
+    '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+)
+
+
 def flit_project(name: str, value: int, dependencies: Sequence[str] = ()) -> dict[str, str]:
     module = name.replace("-", "_")
     return {
@@ -1030,3 +1037,80 @@ def test_help_says_what_safe_pip_adds_then_shows_pips_help(
         first, _, rest = ours.stdout.partition("\n\n")
         assert all(word in first for word in ("locks", "safe-build", "docs/safe-pip.md")), first
         assert "\n" + rest == plain.stdout  # pip's help starts with an empty line
+
+
+@pytest.mark.compat
+def test_report_and_output_are_plain_pips(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """What pip prints and records names the user's directory, never safe-pip's shim.
+
+    ``install --dry-run --report``: the report is plain pip's, byte for byte (nothing must differ:
+    a directory's ``download_info`` holds its URL and no hash, and the metadata pip reads from the
+    shim is the wheel's, which setuptools writes as it prepares it for plain pip), and so is the
+    output, whose ``Processing ./t`` line pip would write with the shim's path (relative here: the
+    safe-build cache is inside the working directory). A report named by ``PIP_REPORT`` (which pip
+    writes itself) and one on pip's output (``--report -``) are the same. The project has a
+    pyproject.toml: without one, pip before 23.1 prepares it through setup.py and says so, where
+    it prepares the shim through its pyproject.toml (the one line of the output that differs)."""
+    write(tmp_path / "t", {**TOOL, "pyproject.toml": SETUPTOOLS_BUILD_SYSTEM})
+    [venv] = make_venvs(1)
+    assert Path(pip_env["SAFE_BUILD_CACHE_DIR"]).is_relative_to(tmp_path)
+    flags = ["install", "--no-build-isolation", "--dry-run"]
+    plain = run(plain_pip(venv, *flags, "--report", "plain.json", "./t"), pip_env, cwd=tmp_path)
+    ours = run(safe_pip("--python", venv, *flags, "--report", "ours.json", "./t"), pip_env, cwd=tmp_path)
+    assert (ours.returncode, plain.returncode) == (0, 0), ours.stderr
+    assert "Processing ./t\n" in ours.stdout
+    assert (ours.stdout, ours.stderr) == (plain.stdout, plain.stderr)
+    expected = (tmp_path / "plain.json").read_bytes()
+    assert (tmp_path / "ours.json").read_bytes() == expected
+    assert (tmp_path / "ours.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode
+    variable = {**pip_env, "PIP_REPORT": str(tmp_path / "variable.json")}
+    assert run(safe_pip("--python", venv, *flags, "./t"), variable, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "variable.json").read_bytes() == expected
+    printed = run(
+        safe_pip("--python", venv, *flags, "--quiet", "--report", "-", "./t"), pip_env, cwd=tmp_path
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert f'"url": "{(tmp_path / "t").as_uri()}"' in printed.stdout
+    assert "prebuilt" not in printed.stdout
+
+
+def test_wheel_and_errors_name_the_users_directory(
+    make_venvs: MakeVenvs, pip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``pip wheel`` of a project given as a URL, and an install that pip refuses after reading the
+    project (a dependency it cannot find): the project's directory, never the shim's."""
+    project = write(tmp_path / "t", TOOL)
+    write(
+        tmp_path / "broken",
+        {
+            **TOOL,
+            "pyproject.toml": SETUPTOOLS_BUILD_SYSTEM,
+            "setup.py": TOOL["setup.py"].replace(
+                "py_modules", 'install_requires=["missing-dependency-xyz"], py_modules'
+            ),
+        },
+    )
+    [venv] = make_venvs(1)
+    wheel = run(
+        safe_pip(
+            "--python", venv, "wheel", "--no-build-isolation", "--no-deps", "-w", "out", project.as_uri()
+        ),
+        pip_env,
+        cwd=tmp_path,
+    )
+    assert wheel.returncode == 0, wheel.stderr
+    assert "Processing ./t\n" in wheel.stdout
+    assert list((tmp_path / "out").glob("t-4-*.whl"))
+    refused = run(
+        safe_pip("--python", venv, "install", "--no-build-isolation", "--no-index", "./broken"),
+        pip_env,
+        cwd=tmp_path,
+    )
+    plain = run(
+        plain_pip(venv, "install", "--no-build-isolation", "--no-index", "./broken"), pip_env, cwd=tmp_path
+    )
+    assert refused.returncode == plain.returncode == 1
+    assert (refused.stdout, refused.stderr) == (plain.stdout, plain.stderr)
+    assert "prebuilt" not in wheel.stdout + wheel.stderr + refused.stdout + refused.stderr

@@ -133,6 +133,7 @@ class Description:
     build_isolation: bool = True
     config_settings: Mapping[str, str | list[str]] = field(default_factory=dict)
     dry_run: bool = False
+    report: str | None = None  # pip's ``--report`` file, as pip opens it ("-": its output)
 
     @classmethod
     def from_json(cls, found: Mapping[str, Any] | None) -> Description:
@@ -167,6 +168,7 @@ class Description:
             build_isolation=found["build_isolation"],
             config_settings=found["config_settings"],
             dry_run=found["dry_run"],
+            report=found.get("report"),
         )
 
     def values(self, option: str) -> list[Occurrence]:

@@ -107,8 +107,14 @@ class Gate:
             self._description = found if isinstance(found, dict) else None
         return self._description
 
-    def open(self, arguments: Sequence[str], descriptors: Sequence[int]) -> subprocess.Popen[bytes]:
-        """Let pip run ``pip ARGUMENTS``, keeping ``descriptors`` (the locks) open until it exits."""
+    def open(
+        self,
+        arguments: Sequence[str],
+        descriptors: Sequence[int],
+        replacements: Sequence[tuple[str, str]] = (),
+    ) -> subprocess.Popen[bytes]:
+        """Let pip run ``pip ARGUMENTS``, keeping ``descriptors`` (the locks) open until it exits;
+        what it prints has each text of ``replacements`` (private paths) replaced by its pair."""
         import json  # noqa: PLC0415 (not needed to start pip early)
 
         if len(descriptors) > MAX_DESCRIPTORS:
@@ -118,7 +124,8 @@ class Gate:
         with channel:
             try:
                 socket.send_fds(channel, [b"g"], list(descriptors))
-                channel.sendall(json.dumps(list(arguments)).encode("utf-8"))
+                opened = {"arguments": list(arguments), "replace": [list(pair) for pair in replacements]}
+                channel.sendall(json.dumps(opened).encode("utf-8"))
             except BrokenPipeError:
                 pass  # pip ended before the gate opened (its Python could not start): its exit code says
         return self.process

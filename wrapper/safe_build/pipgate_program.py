@@ -8,7 +8,10 @@ variables, and the requirement-file parser for ``-r``/``-c`` files), and sends s
 description of what the command line asks for (``describe``). Then it waits at the gate: safe-pip
 sends the descriptors of the locks it took (SCM_RIGHTS) and the arguments pip is to run with, and
 this program runs pip as ``python -m pip ARGS`` would, keeping the locks until it exits. A gate
-closed without being opened makes it exit without running pip.
+closed without being opened makes it exit without running pip. With the arguments come the
+private paths of safe-pip's shims and what to say in their place (the user's directories): pip's
+``sys.stdout`` and ``sys.stderr`` are then streams that replace them (``Replacing``), so that pip's
+output names the user's directories, with pip's colours and progress bars as they would be.
 
 If pip's reading ends the program (a usage error, an unknown command, ``--version``, ``--help``,
 a broken configuration file), what pip printed is kept and, once the gate opens, printed again
@@ -91,7 +94,8 @@ def main() -> None:
         sys.stderr.write(description["stderr"])
         sys.stderr.flush()
         sys.exit(description["code"])
-    run = json.loads(b"".join(chunks).decode("utf-8"))
+    opened = json.loads(b"".join(chunks).decode("utf-8"))
+    run, replacements = opened["arguments"], [tuple(pair) for pair in opened["replace"]]
     try:
         fresh = before is None or _stamp(pip.__file__) != before
     except OSError:
@@ -100,8 +104,62 @@ def main() -> None:
         for descriptor in fds:
             os.set_inheritable(descriptor, True)
         os.execv(sys.executable, [sys.executable, "-m", "pip", *run])
-    sys.argv[1:] = run
-    runpy.run_module("pip", run_name="__main__", alter_sys=True)
+    _run(run, replacements)
+
+
+def _run(arguments: list[str], replacements: list[tuple[str, str]]) -> None:
+    """Run pip as ``python -m pip ARGUMENTS`` would, its output with ``replacements`` made."""
+    sys.argv[1:] = arguments
+    if not replacements:
+        runpy.run_module("pip", run_name="__main__", alter_sys=True)
+        return
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Replacing(sys.stdout, replacements), Replacing(sys.stderr, replacements)
+    try:
+        runpy.run_module("pip", run_name="__main__", alter_sys=True)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sys.stdout, sys.stderr = streams
+
+
+class Replacing:
+    """A text stream that writes to ``stream`` with each private path replaced by the user's
+    (``replacements``: pairs of texts, the longest first). It is the stream in every other respect
+    (``isatty``, ``fileno``, ``encoding``: pip's colours and progress bars are as they would be).
+    The end of a write that may begin a private path is held until the next write or flush."""
+
+    def __init__(self, stream: Any, replacements: list[tuple[str, str]]) -> None:
+        self._stream = stream
+        self._replacements = sorted(replacements, key=lambda pair: -len(pair[0]))
+        self._held = ""
+
+    def write(self, text: str) -> int:
+        whole = self._held + text
+        for old, new in self._replacements:
+            whole = whole.replace(old, new)
+        keep = self._partial(whole)
+        self._held = whole[len(whole) - keep :] if keep else ""
+        self._stream.write(whole[: len(whole) - keep])
+        return len(text)
+
+    def _partial(self, text: str) -> int:
+        """The length of the longest end of ``text`` that begins a private path."""
+        for length in range(min(len(text), max(len(old) for old, _ in self._replacements) - 1), 0, -1):
+            end = text[len(text) - length :]
+            if any(old.startswith(end) for old, _ in self._replacements):
+                return length
+        return 0
+
+    def flush(self) -> None:
+        if self._held:
+            self._stream.write(self._held)
+            self._held = ""
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _stamp(path: str) -> tuple[int, int, int, int]:
@@ -199,6 +257,7 @@ def _parsed(arguments: list[str]) -> dict[str, Any]:
         "build_isolation": bool(getattr(options, "build_isolation", True)),
         "config_settings": getattr(options, "config_settings", None) or {},
         "dry_run": bool(getattr(options, "dry_run", False)),
+        "report": getattr(options, "json_report_file", None) or None,
     }
 
 

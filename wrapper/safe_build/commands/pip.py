@@ -9,7 +9,11 @@ runs the real pip with the arguments unchanged, and around it:
 - builds each local project directory that an install or wheel command names through safe-build
   (a private snapshot), and hands pip that wheel in a tiny private project (see ``_shim``);
 - holds the project lock of every editable project, exclusive: pip builds those in place;
-- holds the environment lock, exclusive, for every command that changes an environment.
+- holds the environment lock, exclusive, for every command that changes an environment;
+- makes what pip prints and records name the user's directories, never the shims: pip's output
+  goes through streams that replace the shims' paths and URLs (in the gated pip, so it stays on the
+  terminal), and pip writes its ``--report`` privately, from which safe-pip writes the user's file
+  with the shims' URLs replaced (rewritten in place if a variable or configuration names it).
 
 pip itself is started first (``pipgate``): it reads the command line, its requirement files and
 its configuration with its own parsers and tells safe-pip what they ask for, then waits at a gate
@@ -258,9 +262,15 @@ def _run_locked(
         if unknown or command in CHANGING:
             lock = _install_lock(state, target.python, prefix, location)
             descriptors.append(held.enter_context(lock.hold("exclusive")))
-        code = _run_pip(gate, arguments, descriptors)
+        report = _report(described) if shims else None
+        private_report = None
+        if report is not None and work is not None:
+            private_report, arguments = _private_report(described, report, arguments, work)
+        code = _run_pip(gate, arguments, descriptors, _shown(shims))
         if code == 0 and shims and command == "install" and not described.dry_run:
             _record_origins(shims, _install_dirs(target.python, location))
+        if report is not None:
+            _write_report(private_report or report, report, shims)
         return code
 
 
@@ -575,18 +585,97 @@ def _replace(path: Path, content: bytes) -> None:
         os.fchmod(out.fileno(), mode)
 
 
+# --- what pip prints and records -----------------------------------------------------------------
+
+
+def _shown(shims: Sequence[Shim]) -> list[tuple[str, str]]:
+    """What pip's output is to say in place of each shim: the project's directory (as pip shows a
+    directory: relative to the working directory if it is inside it), its URL for the shim's."""
+    pairs = []
+    for shim in shims:
+        shown = _display_path(shim.project.directory)
+        for directory in dict.fromkeys([str(shim.directory), os.path.realpath(shim.directory)]):
+            pairs.append((pipargs.path_to_url(Path(directory)), shim.project.url))
+            pairs.append((directory, shown))
+            if _display_path(Path(directory)) != directory:  # pip shows it relative: ./.cache/…
+                pairs.append((_display_path(Path(directory)), shown))
+    return pairs
+
+
+def _display_path(path: Path) -> str:
+    """pip's ``display_path``: ``path`` relative to the working directory, if it is inside it."""
+    try:
+        return os.path.join(".", path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _report(described: Description) -> Path | None:
+    """pip's ``--report`` file, when it is a file (not ``-``, pip's output)."""
+    if described.command != "install" or described.report in (None, "-"):
+        return None
+    return Path(os.path.abspath(os.path.expanduser(described.report or "")))
+
+
+def _private_report(
+    described: Description, report: Path, arguments: Sequence[str], work: Path
+) -> tuple[Path | None, list[str]]:
+    """The command line with pip writing its report privately (safe-pip writes the user's from it),
+    when the report is named on the command line and could be written there; the private path."""
+    named = described.values("--report")
+    if not named or named[-1].prefix is None or not report.parent.is_dir():
+        return None, list(arguments)  # from pip's variables or configuration: rewritten in place
+    private = work / "report.json"
+    changed = list(arguments)
+    changed[named[-1].index] = named[-1].prefix + str(private)
+    return private, changed
+
+
+def _write_report(written: Path, report: Path, shims: Sequence[Shim]) -> None:
+    """The user's ``report``, from what pip wrote to ``written``, each shim's URL replaced by the
+    project's, as pip writes it into JSON (nothing is written if pip wrote no report)."""
+    try:
+        content = written.read_bytes()
+    except FileNotFoundError:
+        return
+    original = content
+    for shim in shims:
+        for directory in dict.fromkeys([str(shim.directory), os.path.realpath(shim.directory)]):
+            old = json.dumps(pipargs.path_to_url(Path(directory)), ensure_ascii=False)[1:-1]
+            content = content.replace(
+                old.encode(), json.dumps(shim.project.url, ensure_ascii=False)[1:-1].encode()
+            )
+    if written == report and content == original:
+        return
+    final = Path(os.path.realpath(report))  # a link is written through, as pip's open() does
+    try:
+        mode = stat.S_IMODE(final.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask  # as pip's open() makes it
+    with publish.replacing(final) as out:
+        out.write(content)
+        os.fchmod(out.fileno(), mode)
+
+
 # --- running pip ---------------------------------------------------------------------------------
 
 
-def _run_pip(gate: pipgate.Gate, arguments: Sequence[str], descriptors: Sequence[int]) -> int:
+def _run_pip(
+    gate: pipgate.Gate,
+    arguments: Sequence[str],
+    descriptors: Sequence[int],
+    replacements: Sequence[tuple[str, str]] = (),
+) -> int:
     """Run pip in our process group (it may ask questions on the terminal), keeping the locks
-    of ``descriptors``; its exit code.
+    of ``descriptors``, its output naming the user's directories (``replacements``); its exit code.
 
     An interruption is passed on to pip, which gets a moment to stop before it is killed.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    process = gate.open(arguments, descriptors)
+    process = gate.open(arguments, descriptors, replacements)
     try:
         code = process.wait()
     except BaseException as stop:
