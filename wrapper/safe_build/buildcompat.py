@@ -139,12 +139,17 @@ def _load() -> tuple[Cli | None, str | None]:
 CLI, PROBLEM = _load()
 
 
+def _required() -> Cli:
+    """build's helpers, for the cached environments, which are used only when they were found
+    (``commands.build._env_store``, ``envbuild``)."""
+    if CLI is None:
+        raise RuntimeError(f"build's helpers are needed here, and {PROBLEM}")
+    return CLI
+
+
 def log(message: str, *, kind: tuple[str, ...] | None = None) -> None:
-    """A console line through build's logger (as build's own steps print them), else plainly."""
-    if CLI is not None:
-        CLI.log(message, kind=kind)
-    else:
-        print(message, file=sys.stderr)
+    """A console line through build's logger, as build's own steps print them."""
+    _required().log(message, kind=kind)
 
 
 NO_STYLES: Mapping[str, str] = dict.fromkeys(
@@ -171,11 +176,8 @@ def styled(fmt: str, message: str = "", stream: TextIO | None = None) -> str:
 
 
 def log_subprocess_error(error: CalledProcessError) -> None:
-    """A failed command and its output, as build shows them, else plainly."""
-    if CLI is not None:
-        CLI.log_subprocess_error(error)
-    else:
-        print(f"{error}\n{error.stdout or ''}{error.stderr or ''}", file=sys.stderr)
+    """A failed command and its output, as build shows them."""
+    _required().log_subprocess_error(error)
 
 
 def make_environment(path: str, installer: Installer, requirements: list[str], constraints: list[str]) -> str:
@@ -183,17 +185,14 @@ def make_environment(path: str, installer: Installer, requirements: list[str], c
     ``DefaultIsolatedEnv`` as a fresh isolated build makes it; its interpreter.
 
     The environment stays: ``__exit__``, which would remove it, is never called. ``_fresh`` is
-    what build's command line passes for a new environment (checked at import; without it, the
-    call build's public API promises).
+    what build's command line passes for a new environment (checked at import with the rest).
     """
     from build.env import DefaultIsolatedEnv  # noqa: PLC0415
 
+    _required()
     isolated = DefaultIsolatedEnv(installer=installer, path=path)
     isolated.__enter__()
-    if CLI is not None:
-        isolated.install(requirements, constraints=constraints, _fresh=True)
-    else:
-        isolated.install(requirements, constraints=constraints)
+    isolated.install(requirements, constraints=constraints, _fresh=True)
     return isolated.python_executable
 
 
