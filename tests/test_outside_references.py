@@ -19,7 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import members, plain_build_command, run, safe_build_command, tree_state, wheel_problems
+from tests.conftest import (
+    PROJECTS,
+    members,
+    plain_build_command,
+    run,
+    safe_build_command,
+    tree_state,
+    wheel_problems,
+    write_files,
+)
 
 HATCH = {
     "pyproject.toml": textwrap.dedent(
@@ -222,3 +231,28 @@ def test_a_dependency_named_by_path_names_the_real_place(
     moved = run(safe_build_command("--wheel", "-n", "-o", tmp_path / "moved", elsewhere / "app"), env)
     assert moved.returncode == 0, moved.stderr
     assert f"{(elsewhere / 'app').as_uri()}/../hatch" in metadata(next((tmp_path / "moved").glob("*.whl")))
+
+    # a checkout whose last directories have the same names (another CI runner's): the key's
+    # portable part is the same, but the artifacts name their place, so they are built again
+    runner = tmp_path / "runner" / ours.name
+    shutil.copytree(ours, runner)
+    again = run(safe_build_command("--wheel", "-n", "-v", "-o", tmp_path / "runner-out", runner / "app"), env)
+    assert again.returncode == 0, again.stderr
+    assert "Reusing cache entry" not in again.stderr
+    assert f"Stored under a key local to {runner}" in again.stderr
+    assert f"{(runner / 'app').as_uri()}/../hatch" in metadata(next((tmp_path / "runner-out").glob("*.whl")))
+
+
+def test_a_copy_of_a_tree_at_another_path_reuses_its_entry(env: dict[str, str], tmp_path: Path) -> None:
+    """Nothing in these artifacts names where the tree lies: a checkout of it at another path (a CI
+    runner's ``/builds/…`` against ``/home/runner/work/…``) is served the first build's entry."""
+    first = write_files(tmp_path / "one" / "checkout", PROJECTS["flit"])
+    second = tmp_path / "two" / "checkout"
+    shutil.copytree(first, second)
+    made = run(safe_build_command("--wheel", "-n", "-o", tmp_path / "out1", first), env)
+    assert made.returncode == 0, made.stderr
+    reused = run(safe_build_command("--wheel", "-n", "-o", tmp_path / "out2", second), env)
+    assert reused.returncode == 0, reused.stderr
+    assert "Reusing cache entry" in reused.stderr
+    [one], [two] = (tmp_path / "out1").glob("*.whl"), (tmp_path / "out2").glob("*.whl")
+    assert one.read_bytes() == two.read_bytes()

@@ -183,21 +183,25 @@ class Cache:
                 self._using -= 1
 
     @contextlib.contextmanager
-    def single_flight(self, key: str, subject: Path | str) -> Iterator[None]:
+    def single_flight(self, key: str, subject: Path | str, *, covering: Sequence[str] = ()) -> Iterator[None]:
         """Hold ``key`` exclusively, so one process builds it while the others wait for its entry.
+
+        ``covering``: keys derived from ``key`` alone (``cachekey.local_to``), whose entries only a
+        holder of ``key`` writes, so that its lock covers them too.
 
         Taken inside ``using()`` (lock order: cache, key, project, environment): that is what lets
         clean and prune delete key lock files, since nobody can hold one while they run.
         """
-        _check_key(key)
+        for each in (key, *covering):
+            _check_key(each)
         if not self._using:
             raise RuntimeError("Cache.single_flight() must be called inside Cache.using()")
         with self.state.key_lock(key, subject).hold("exclusive"):
-            self._flights.add(key)
+            self._flights.update((key, *covering))
             try:
                 yield
             finally:
-                self._flights.discard(key)
+                self._flights.difference_update((key, *covering))
 
     def lookup(self, key: str) -> Entry | None:
         """The entry of ``key``, its artifacts verified; None if there is none or it was damaged.

@@ -23,6 +23,13 @@ could. It covers:
 
 What the key deliberately leaves out, and why:
 
+- **Where the tree lies, where the interpreter is installed, the user's home and cache
+  directory.** CI runners check one repository out at different paths: a key that named the path
+  would make a shared (remote) cache useless. The names of the directories a snapshot mirrors
+  (which a backend can see) are in the key, and artifacts whose metadata names the tree's place
+  (a path dependency written by the backend, which safe-build rewrites from the snapshot's path)
+  are filed under :func:`local_to`, a key of that place too.
+
 - **File modification times.** Sdists record them, so an sdist built after ``touch`` differs in
   its timestamps, but not in any content a user or installer relies on; keying on times would
   make every checkout, ``git stash`` or editor save-without-change a miss.
@@ -318,6 +325,12 @@ def lookup(plan: Plan, context: Context, memo: Memo) -> Key:
     traversal.visit(plan, _InPlace(recorder))
     memo.learn(recorder)
     return of_copy(recorder, plan, context)
+
+
+def local_to(digest: str, place: Path) -> str:
+    """The key of the artifacts of key ``digest`` built from a tree at ``place``, for artifacts whose
+    metadata names it (a path dependency): a copy of the same tree elsewhere must not get them."""
+    return hashlib.sha256(b"local\0" + digest.encode() + b"\0" + os.fsencode(place)).hexdigest()
 
 
 def of_copy(recorder: digests.Recorder, plan: Plan, context: Context) -> Key:

@@ -185,29 +185,33 @@ def _through_cache(request: _Request) -> list[Path]:
         keying = _Keying(_key_context(request), memo)
         with _readable(tree.root):
             key = cachekey.lookup(_plan(request), keying.context, memo)
-        with store.single_flight(key.digest, source.path):
+        # artifacts that name the tree's place are filed under a key of that place too (_Built.local)
+        local = cachekey.local_to(key.digest, tree.root)
+        with store.single_flight(key.digest, source.path, covering=(local,)):
             entry = None
             if settings.refresh.value:
                 store.discard(key.digest)
+                store.discard(local)
             else:
-                entry = store.lookup(key.digest)
+                entry = store.lookup(key.digest) or store.lookup(local)
             if entry is not None:
                 _save_memo(memo, request)
                 published = publish.publish_files(entry.files, request.outdir)
                 if request.shown:
                     _show_hit(entry, request.args.verbosity)
                 return published
-            artifacts, copied, shown = _build(request, keying)
+            built = _build(request, keying)
+            copied = built.copied
             assert copied is not None
             if copied.digest == key.digest:
-                _store(store, copied, artifacts, request, shown)
+                _store(store, local if built.local else key.digest, copied, built, request)
             elif request.args.verbosity > 0:
                 _step(
                     f"Not stored in the cache: the tree changed between its lookup ({key.digest[:12]}) "
                     f"and its snapshot ({copied.digest[:12]})"
                 )
             _save_memo(memo, request)
-        return publish.publish_files(artifacts, request.outdir)
+        return publish.publish_files(built.artifacts, request.outdir)
 
 
 def _show_hit(entry: cache.Entry, verbosity: int) -> None:
@@ -234,6 +238,17 @@ class _Shown:
 
 
 @dataclass(frozen=True)
+class _Built:
+    """What a build made: its artifacts (sdists first), the key of what its snapshot copied (when
+    keyed), what it showed, and whether the artifacts name the tree's place (``local``)."""
+
+    artifacts: list[Path]
+    copied: cachekey.Key | None
+    shown: _Shown
+    local: bool  # the metadata named the snapshot's path, now the tree's: a copy elsewhere differs
+
+
+@dataclass(frozen=True)
 class _Keying:
     """What a snapshot needs to digest what it copies into a key."""
 
@@ -241,18 +256,22 @@ class _Keying:
     memo: cachekey.Memo
 
 
-def _store(
-    store: cache.Cache, key: cachekey.Key, artifacts: list[Path], request: _Request, shown: _Shown
-) -> None:
-    """Store the artifacts under ``key``, with what the build showed (``shown``); a cache that cannot
-    take them (a full or read-only disk) is one warning, and the build goes on to publish them."""
+def _store(store: cache.Cache, digest: str, key: cachekey.Key, built: _Built, request: _Request) -> None:
+    """Store what was built under ``digest`` (``key``'s, or the key local to the tree's place), with
+    what the build showed; a cache that cannot take them (a full or read-only disk) is one warning,
+    and the build goes on to publish them."""
     from safe_build import cache  # noqa: PLC0415
 
-    name, version = _name_and_version(artifacts[0])
-    output = cache.Output(shown.log, shown.warnings)
+    if built.local and request.args.verbosity > 0:
+        _step(
+            f"Stored under a key local to {request.tree.root}: the artifacts' metadata names it "
+            "(a path dependency), so a copy of the tree elsewhere builds its own"
+        )
+    name, version = _name_and_version(built.artifacts[0])
+    output = cache.Output(built.shown.log, built.shown.warnings)
     try:
         store.store(
-            key.digest, artifacts, project=name, version=version, inputs=key.describe(), output=output
+            digest, built.artifacts, project=name, version=version, inputs=key.describe(), output=output
         )
     except OSError as error:
         _cache_warning(request, f"the build was not stored in the cache ({error.strerror})")
@@ -304,9 +323,11 @@ def _key_inputs(request: _Request) -> dict[str, object]:
         "skip_dependency_check": args.skip_dependency_check,
         "installer": getattr(args, "installer", None),
         "constraints": options.constraints_text(args),
-        # where the tree lies: a backend may write it into the metadata (_real_paths), so a copy of
-        # the same files elsewhere must not be served artifacts that name this place
-        "tree": str(request.tree.root),
+        # not where the tree lies, so that checkouts at other paths (other CI runners) share
+        # entries: artifacts whose metadata names the place go under a key of it (_Built.local).
+        # Its own name is kept, which a backend may read (setuptools-scm's parentdir_prefix_version);
+        # the directories above it in the snapshot's path are no more keyed than its random parts
+        "tree": request.tree.root.name,
     }
 
 
@@ -319,7 +340,7 @@ def _name_and_version(artifact: Path) -> tuple[str, str]:
 
 
 def _build_and_publish(request: _Request) -> list[Path]:
-    built = publish.publish_files(_build(request, None)[0], request.outdir)
+    built = publish.publish_files(_build(request, None).artifacts, request.outdir)
     if request.report is not None:
         _publish_report(request.work / "report.json", request.report, request.outdir)
     return built
@@ -341,9 +362,9 @@ def _selection(
     return patterns.Selection((*chosen.include, *above), chosen.exclude)
 
 
-def _build(request: _Request, keying: _Keying | None) -> tuple[list[Path], cachekey.Key | None, _Shown]:
-    """Build into the private output directory; the artifacts, sdists first, with ``keying`` the key
-    of what the snapshot copied, and what the build showed."""
+def _build(request: _Request, keying: _Keying | None) -> _Built:
+    """Build into the private output directory: what was built (with ``keying``, and the key of what
+    the snapshot copied)."""
     args, work = request.args, request.work
     changes = []
     if request.mode in ("copy", "repository"):
@@ -361,9 +382,8 @@ def _build(request: _Request, keying: _Keying | None) -> tuple[list[Path], cache
         except BuildFailed as failure:
             raise _with_outside_hint(failure, request) from None
     artifacts = _artifacts(work / "out")
-    for artifact in artifacts if changes else ():
-        coremetadata.rewrite(artifact, changes)
-    return artifacts, copied, shown
+    rewritten = [coremetadata.rewrite(artifact, changes) for artifact in (artifacts if changes else ())]
+    return _Built(artifacts, copied, shown, local=any(rewritten))
 
 
 def _with_outside_hint(failure: BuildFailed, request: _Request) -> BuildFailed:
