@@ -26,6 +26,10 @@ from safe_build.patterns import Selection, is_glob, levels_above
 T = TypeVar("T")
 
 Isolation = Literal["auto", "copy", "repository", "in-place"]
+RemoteMode = Literal["read", "read-write"]
+REMOTE_MODES: tuple[RemoteMode, ...] = ("read", "read-write")
+DEFAULT_REMOTE_WAIT = 300.0  # for another runner's build of the same key: most builds take less
+DEFAULT_REMOTE_TIMEOUT = 10.0  # per request: a cache that answers slower than this is not worth it
 ISOLATION_MODES: tuple[Isolation, ...] = ("auto", "copy", "repository", "in-place")
 DEFAULT_LOCK_TIMEOUT = 3600.0  # generous: a wait this long means something is stuck, not merely busy
 DEFAULT_ENV_MAX_AGE_DAYS = 7  # unpinned build requirements are resolved again at least this often
@@ -63,6 +67,11 @@ class Settings:
     refresh: Setting[bool]
     fresh_env: Setting[bool]  # a new isolated environment per build, as python -m build makes
     env_max_age: Setting[float]  # seconds after which a reused build environment is made again
+    remote_cache: Setting[str]  # s3://bucket/prefix, or "" for none
+    remote_cache_mode: Setting[RemoteMode]
+    remote_cache_wait: Setting[float]  # seconds to wait for another runner building the same key
+    remote_cache_timeout: Setting[float]  # seconds per request to the remote cache
+    remote_cache_required: Setting[bool]  # remote failures fail the build instead of a warning
 
     @property
     def selection(self) -> Selection:
@@ -112,6 +121,27 @@ def _isolation(value: object) -> Isolation:
     if value not in ISOLATION_MODES:
         raise _Invalid(value, f"use one of: {', '.join(ISOLATION_MODES)}")
     return value
+
+
+def _remote_mode(value: object) -> RemoteMode:
+    if value not in REMOTE_MODES:
+        raise _Invalid(
+            value, f"use one of: {', '.join(REMOTE_MODES)} (read for untrusted jobs such as pull requests)"
+        )
+    return value
+
+
+def _remote_url(value: object) -> str:
+    from safe_build import remote  # noqa: PLC0415 (parsing only: boto3 is imported when it is used)
+
+    if not isinstance(value, str):
+        raise _Invalid(value, "give a URL such as s3://bucket/prefix")
+    if not value:
+        return ""
+    try:
+        return remote.parse_url(value).url
+    except ValueError as error:
+        raise _Invalid(value, str(error)) from None
 
 
 def _seconds(value: object) -> float:
@@ -216,9 +246,26 @@ CACHE_DIR = _Key("cache-dir", _user_cache_dir, _directory)
 NO_CACHE = _Key("no-cache", lambda: False, _yes_no)
 FRESH_ENV = _Key("fresh-env", lambda: False, _yes_no, _bool)
 ENV_MAX_AGE = _Key("env-max-age", lambda: DEFAULT_ENV_MAX_AGE_DAYS * 86400.0, _days_text, _days)
+REMOTE_CACHE = _Key("remote-cache", str, _remote_url, _remote_url)
+REMOTE_CACHE_MODE = _Key[RemoteMode]("remote-cache-mode", lambda: "read-write", _remote_mode, _remote_mode)
+REMOTE_CACHE_WAIT = _Key("remote-cache-wait", lambda: DEFAULT_REMOTE_WAIT, _seconds_text, _seconds)
+REMOTE_CACHE_TIMEOUT = _Key("remote-cache-timeout", lambda: DEFAULT_REMOTE_TIMEOUT, _seconds_text, _seconds)
+REMOTE_CACHE_REQUIRED = _Key("remote-cache-required", lambda: False, _yes_no, _bool)
 FILE_KEYS = {
     key.name: key.from_toml
-    for key in (ISOLATION, INCLUDE, EXCLUDE, LOCK_TIMEOUT, FRESH_ENV, ENV_MAX_AGE)
+    for key in (
+        ISOLATION,
+        INCLUDE,
+        EXCLUDE,
+        LOCK_TIMEOUT,
+        FRESH_ENV,
+        ENV_MAX_AGE,
+        REMOTE_CACHE,
+        REMOTE_CACHE_MODE,
+        REMOTE_CACHE_WAIT,
+        REMOTE_CACHE_TIMEOUT,
+        REMOTE_CACHE_REQUIRED,
+    )
     if key.from_toml
 }
 
@@ -246,6 +293,11 @@ def load(
         refresh=Setting(True, "--refresh") if flags.get("refresh") else Setting(False, DEFAULT),
         fresh_env=_value(FRESH_ENV, "yes" if flags.get("fresh_env") else None, file),
         env_max_age=_value(ENV_MAX_AGE, None, file),
+        remote_cache=_value(REMOTE_CACHE, flags.get("remote_cache"), file),
+        remote_cache_mode=_value(REMOTE_CACHE_MODE, flags.get("remote_cache_mode"), file),
+        remote_cache_wait=_value(REMOTE_CACHE_WAIT, None, file),
+        remote_cache_timeout=_value(REMOTE_CACHE_TIMEOUT, None, file),
+        remote_cache_required=_value(REMOTE_CACHE_REQUIRED, None, file),
     )
 
 

@@ -247,7 +247,7 @@ class NamedLock:
                 prefix = "still waiting" if announced else "waiting"
                 waited = f", waited {_seconds(now - started)}" if announced else ""
                 if not quiet:
-                    _notice(f"{prefix} for the {self.what} lock on {self.subject} ({holders}{waited})")
+                    notice(f"{prefix} for the {self.what} lock on {self.subject} ({holders}{waited})")
                 announced = True
                 next_message = now + UPDATE_EVERY_SECONDS
             time.sleep(min(POLL_SECONDS, max(0.0, started + self.timeout - now)))
@@ -327,7 +327,7 @@ def _try_lock(fd: int, operation: int, lock_file: Path) -> bool:
     return True
 
 
-def _notice(text: str) -> None:
+def notice(text: str) -> None:
     """A waiting message, ``safe-build:`` in build's warning colour where build would colour."""
     stream = notices or sys.stderr
     from safe_build import buildcompat  # noqa: PLC0415 (only when a wait is long: it imports build)

@@ -19,7 +19,7 @@ import build
 from build.__main__ import main_parser
 
 import safe_build
-from safe_build.config import ISOLATION_MODES
+from safe_build.config import ISOLATION_MODES, REMOTE_MODES
 from safe_build.errors import SafeBuildError
 
 DESCRIPTION = """\
@@ -133,6 +133,18 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="install the build requirements into a new environment for this build, as python -m build "
         "does, instead of reusing a cached one",
+    )
+    own.add_argument(
+        "--remote-cache",
+        metavar="URL",
+        help="also look builds up in, and store them to, a cache shared by several machines on "
+        "S3-compatible object storage: s3://BUCKET/PREFIX (needs safe-build[s3]; see docs/remote-cache.md)",
+    )
+    own.add_argument(
+        "--remote-cache-mode",
+        choices=REMOTE_MODES,
+        help="read-write (default) stores what is built here; read only looks up, for untrusted jobs "
+        "such as pull requests",
     )
     return parser
 

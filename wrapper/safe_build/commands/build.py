@@ -44,6 +44,7 @@ from safe_build import (
     progress,
     project,
     publish,
+    remotebuild,
     runner,
     snapshot,
     traversal,
@@ -195,38 +196,122 @@ def _through_cache(request: _Request) -> list[Path]:
             else:
                 entry = store.lookup(key.digest) or store.lookup(local)
             if entry is not None:
-                _save_memo(memo, request)
-                published = publish.publish_files(entry.files, request.outdir)
-                if request.shown:
-                    _show_hit(entry, request.args.verbosity)
-                return published
-            built = _build(request, keying)
-            copied = built.copied
-            assert copied is not None
-            if copied.digest == key.digest:
-                _store(store, local if built.local else key.digest, copied, built, request)
-            elif request.args.verbosity > 0:
-                _step(
-                    f"Not stored in the cache: the tree changed between its lookup ({key.digest[:12]}) "
-                    f"and its snapshot ({copied.digest[:12]})"
-                )
-            _save_memo(memo, request)
-        return publish.publish_files(built.artifacts, request.outdir)
+                return _publish_hit(entry.files, _Hit.of(entry), memo, request)
+            shared = remotebuild.Shared.of(settings)
+            claim = remotebuild.Claim()
+            if shared is not None and not settings.refresh.value:
+                found = shared.look_up((key.digest, local), _project_name(request), request.work / "remote")
+                if isinstance(found, remotebuild.Fetched):
+                    return _publish_remote_hit(found, key, memo, request, shared)
+                claim = found
+            try:
+                return _build_through_cache(request, keying, key, local, shared)
+            finally:
+                claim.release()
 
 
-def _show_hit(entry: cache.Entry, verbosity: int) -> None:
+def _build_through_cache(
+    request: _Request, keying: _Keying, key: cachekey.Key, local: str, shared: remotebuild.Shared | None
+) -> list[Path]:
+    """A miss: build, store under the key of what the snapshot copied if it is the key looked up,
+    also in the remote cache, and publish."""
+    store, memo = request.store, keying.memo
+    assert store is not None
+    built = _build(request, keying)
+    copied = built.copied
+    assert copied is not None
+    if copied.digest == key.digest:
+        digest = local if built.local else key.digest
+        entry = _store(store, digest, copied, built, request)
+        if shared is not None:
+            files, log = (
+                (entry.files, entry.output_log) if entry is not None else (built.artifacts, built.shown.log)
+            )
+            name, version = _name_and_version(built.artifacts[0])
+            shared.store(digest, files, log=log, warnings=built.shown.warnings, project=name, version=version)
+    elif request.args.verbosity > 0:
+        _step(
+            f"Not stored in the cache: the tree changed between its lookup ({key.digest[:12]}) "
+            f"and its snapshot ({copied.digest[:12]})"
+        )
+    _save_memo(memo, request)
+    return publish.publish_files(built.artifacts, request.outdir)
+
+
+def _publish_hit(files: Sequence[Path], hit: _Hit, memo: cachekey.Memo, request: _Request) -> list[Path]:
+    _save_memo(memo, request)
+    published = publish.publish_files(files, request.outdir)
+    if request.shown:
+        _show_hit(hit, request.args.verbosity)
+    return published
+
+
+def _publish_remote_hit(
+    fetched: remotebuild.Fetched,
+    key: cachekey.Key,
+    memo: cachekey.Memo,
+    request: _Request,
+    shared: remotebuild.Shared,
+) -> list[Path]:
+    """Keep a verified remote entry in the local cache, as if built here, and publish it from there
+    (or, if the local cache cannot take it, from where it was downloaded)."""
+    from safe_build import cache  # noqa: PLC0415
+
+    store = request.store
+    assert store is not None
+    manifest = fetched.manifest
+    where = f" from {shared.url}, built by {manifest.built_by}"
+    output = cache.Output(fetched.log, manifest.warnings)
+    try:
+        entry = store.store(
+            fetched.key,
+            fetched.artifacts,
+            project=manifest.project,
+            version=manifest.version,
+            inputs=key.describe(),
+            output=output,
+        )
+    except OSError as error:
+        _cache_warning(request, f"the remote cache's entry was not stored in the cache ({error.strerror})")
+        names = [path.name for path in fetched.artifacts]
+        hit = _Hit(fetched.key, manifest.built_at, manifest.warnings, names, where)
+        return _publish_hit(fetched.artifacts, hit, memo, request)
+    return _publish_hit(entry.files, _Hit.of(entry, where), memo, request)
+
+
+def _project_name(request: _Request) -> str:
+    return request.source.path.name
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """What a cache hit shows: the entry's key, when it was built, its warnings, its artifacts'
+    names, and whence a remote entry came (and who built it)."""
+
+    key: str
+    built_at: float
+    warnings: Sequence[str]
+    names: list[str]
+    where: str = ""
+
+    @staticmethod
+    def of(entry: cache.Entry, where: str = "") -> _Hit:
+        return _Hit(entry.key, entry.built_at, entry.warnings, [path.name for path in entry.files], where)
+
+
+def _show_hit(hit: _Hit, verbosity: int) -> None:
     """What a cache hit shows instead of the build's output: a step, the warnings the build showed
     (at every verbosity, as build shows warnings), each marked as coming from the cache, and the
     summary."""
-    built_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.built_at))
+    built_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hit.built_at))
     if verbosity >= -1:
-        _step(f"Reusing cache entry {entry.key[:12]}, built {built_at}")
-    for warning in entry.warnings:
+        _step(f"Reusing cache entry {hit.key[:12]}{hit.where}, built {built_at}")
+    for warning in hit.warnings:
         first, newline, rest = warning.partition("\n")
         marked = f"{first} (from cache, built {built_at}){newline}{rest}"
         progress.line(buildcompat.styled("{yellow}WARNING{reset} {}", marked))
     if verbosity >= -1:
-        _summary([path.name for path in entry.files])
+        _summary(hit.names)
 
 
 @dataclass(frozen=True)
@@ -256,7 +341,9 @@ class _Keying:
     memo: cachekey.Memo
 
 
-def _store(store: cache.Cache, digest: str, key: cachekey.Key, built: _Built, request: _Request) -> None:
+def _store(
+    store: cache.Cache, digest: str, key: cachekey.Key, built: _Built, request: _Request
+) -> cache.Entry | None:
     """Store what was built under ``digest`` (``key``'s, or the key local to the tree's place), with
     what the build showed; a cache that cannot take them (a full or read-only disk) is one warning,
     and the build goes on to publish them."""
@@ -270,11 +357,12 @@ def _store(store: cache.Cache, digest: str, key: cachekey.Key, built: _Built, re
     name, version = _name_and_version(built.artifacts[0])
     output = cache.Output(built.shown.log, built.shown.warnings)
     try:
-        store.store(
+        return store.store(
             digest, built.artifacts, project=name, version=version, inputs=key.describe(), output=output
         )
     except OSError as error:
         _cache_warning(request, f"the build was not stored in the cache ({error.strerror})")
+        return None
 
 
 def _save_memo(memo: cachekey.Memo, request: _Request) -> None:
