@@ -52,6 +52,15 @@ class Fetched:
     log: Path | None
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """What a build looks for: its keys (the first is leased), its project's name, where to download."""
+
+    keys: Sequence[str]
+    project: str
+    into: Path
+
+
 class Claim:
     """What a runner holds while it builds a key the remote lacks: a lease, or nothing."""
 
@@ -87,7 +96,7 @@ class Shared:
         """The entry of the first of ``keys`` the remote has (downloaded and verified into ``into``);
         else, before ``project`` is built here, a lease on ``keys[0]`` (read-write), or, while
         another runner holds one, its entry once it appears, or nothing after the wait."""
-        return self._fetch(keys, into) or self._claim(keys, project, into)
+        return self._fetch(keys, into) or self._claim(_Wanted(keys, project, into))
 
     def _fetch(self, keys: Sequence[str], into: Path) -> Fetched | None:
         """The first of ``keys`` the remote has, downloaded and verified into ``into``; else None."""
@@ -114,19 +123,18 @@ class Shared:
                 client = None
         return None
 
-    def _claim(self, keys: Sequence[str], project: str, into: Path) -> Claim | Fetched:
+    def _claim(self, wanted: _Wanted) -> Claim | Fetched:
         from safe_build import remote  # noqa: PLC0415
 
-        key = keys[0]
         client = self._connected()
         if client is None:
             return Claim()
         deadline = time.monotonic() + self.wait
         try:
-            holder = self._lease_or_holder(client, key, project)
+            holder = self._lease_or_holder(client, wanted)
             if not isinstance(holder, remote.Holder):
                 return Claim(holder)
-            return self._wait_for(client, holder, deadline, (key, project, into, keys))
+            return self._wait_for(client, holder, deadline, wanted)
         except remote.RemoteError as error:
             self._failed(error)
             return Claim()
@@ -136,15 +144,14 @@ class Shared:
         client: remote.Remote,
         holder: remote.Holder,
         deadline: float,
-        what: tuple[str, str, Path, Sequence[str]],
+        wanted: _Wanted,
     ) -> Claim | Fetched:
         """Poll for the entry ``holder`` is building until it appears, the lease ends (then take
         it), the lease expires or ``deadline`` (monotonic) passes (then build without one)."""
         from safe_build import remote  # noqa: PLC0415
 
-        key, project, into, keys = what
         started = time.monotonic()
-        text = f"waiting for {holder.host} (pid {holder.pid}) to build {project} (remote lease"
+        text = f"waiting for {holder.host} (pid {holder.pid}) to build {wanted.project} (remote lease"
         if not locks.quiet:
             locks.notice(
                 f"{text}, at most {min(deadline, started + holder.expires - time.time()) - started:.0f}s)"
@@ -155,10 +162,10 @@ class Shared:
                 if time.monotonic() >= until:
                     return Claim()  # the bound, or the lease's expiry: build here, without a lease
                 time.sleep(min(POLL_SECONDS, until - time.monotonic()))
-                fetched = self._fetch(keys, into)
+                fetched = self._fetch(wanted.keys, wanted.into)
                 if fetched is not None or self._broken:
                     return fetched or Claim()
-                found = self._lease_or_holder(client, key, project)
+                found = self._lease_or_holder(client, wanted)
                 if not isinstance(found, remote.Holder):
                     return Claim(found)  # the holder is done or gone: the lease is ours (or nobody's)
                 holder = found
@@ -184,13 +191,11 @@ class Shared:
         except remote.RemoteError as error:
             self._failed(error)
 
-    def _lease_or_holder(
-        self, client: remote.Remote, key: str, project: str
-    ) -> remote.Lease | remote.Holder | None:
-        """A lease on ``key`` (read-write), the live holder of one, or None (read mode, no holder)."""
+    def _lease_or_holder(self, client: remote.Remote, wanted: _Wanted) -> remote.Lease | remote.Holder | None:
+        """A lease on the key (read-write), the live holder of one, or None (read mode, no holder)."""
         if self.writes:
-            return client.try_lease(key, project, ttl=self.wait)
-        return client.holder(key)
+            return client.try_lease(wanted.keys[0], wanted.project, ttl=self.wait)
+        return client.holder(wanted.keys[0])
 
     def _connected(self) -> remote.Remote | None:
         if self._broken:
