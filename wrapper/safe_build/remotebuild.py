@@ -133,7 +133,7 @@ class Shared:
         try:
             holder = self._lease_or_holder(client, wanted)
             if not isinstance(holder, remote.Holder):
-                return Claim(holder)
+                return self._checked(Claim(holder), wanted)
             return self._wait_for(client, holder, deadline, wanted)
         except remote.RemoteError as error:
             self._failed(error)
@@ -166,9 +166,18 @@ class Shared:
                 if fetched is not None or self._broken:
                     return fetched or Claim()
                 found = self._lease_or_holder(client, wanted)
-                if not isinstance(found, remote.Holder):
-                    return Claim(found)  # the holder is done or gone: the lease is ours (or nobody's)
+                if not isinstance(found, remote.Holder):  # the holder is done or gone
+                    return self._checked(Claim(found), wanted)
                 holder = found
+
+    def _checked(self, claim: Claim, wanted: _Wanted) -> Claim | Fetched:
+        """Look again once the lease is ours: a runner may have filed the entry and let go of its
+        lease between our first look and our lease, and then nobody needs to build."""
+        fetched = self._fetch(wanted.keys, wanted.into)
+        if fetched is None:
+            return claim
+        claim.release()
+        return fetched
 
     def store(
         self,
