@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.s3server"]  # the S3 server of the remote cache's tests
 BUILD_REQUIREMENTS = [
     "setuptools>=69",
     "wheel",
