@@ -511,17 +511,19 @@ class Remote:
             data = self._read_small(self._object(listed.name))
             if data is None:
                 return RemoteEntry(key, listed.modified, None, "removed meanwhile")
-            return RemoteEntry(key, listed.modified, self._verified(key, data))
-        except ValueError as error:
-            return RemoteEntry(key, listed.modified, None, str(error))
-        except Untrusted as error:
-            return RemoteEntry(key, listed.modified, None, str(error).split(": ", 1)[-1])
+            return RemoteEntry(key, listed.modified, _parse_manifest(key, data, self.secret))
+        except (ValueError, KeyError, TypeError) as error:
+            return RemoteEntry(key, listed.modified, None, _reason(error))
+        except Untrusted as error:  # too large to read
+            return RemoteEntry(key, listed.modified, None, str(error).rsplit(": ", 1)[-1])
 
     def _verified(self, key: str, data: bytes) -> Manifest:
         try:
             return _parse_manifest(key, data, self.secret)
         except (ValueError, KeyError, TypeError) as error:
-            raise Untrusted(f"remote cache {self.location.url}: manifest ac/{key}.json: {error}") from None
+            raise Untrusted(
+                f"remote cache {self.location.url}: manifest ac/{key}.json: {_reason(error)}"
+            ) from None
 
     def _read_small(self, name: str, *, with_etag: bool = False) -> Any:
         """An object's bytes (at most MAX_MANIFEST), with its ETag if asked; None if there is none."""
@@ -740,6 +742,11 @@ def _describe(error: BaseException, what: str, endpoint: str | None, timeout: fl
         }.get(code, "")
         return f"{what} failed: {code or type(cause).__name__} (HTTP {status}){advice}"
     return f"{what} failed: {name}"
+
+
+def _reason(error: Exception) -> str:
+    """Why a manifest was refused, in words (a KeyError's text is only the key)."""
+    return f"no {error.args[0]!r} field" if isinstance(error, KeyError) else str(error)
 
 
 def _check_key(key: str) -> None:
