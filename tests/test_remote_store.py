@@ -14,7 +14,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,58 +119,34 @@ def test_signed_manifests(s3: S3Bucket, tmp_path: Path) -> None:
         make_remote(s3, secret=b"short")
 
 
-def _tampered(record: dict[str, object], change: str) -> dict[str, object]:
-    artifacts_ = record["artifacts"]
-    assert isinstance(artifacts_, list)
-    first = artifacts_[0]
-    if change == "name":
-        first["name"] = "../x.whl"
-    elif change == "dotted":
-        first["name"] = ".hidden-1.0.tar.gz"
-    elif change == "not-a-wheel":
-        first["name"] = "setup.py"
-    elif change == "log-name":
-        artifacts_.append({**first, "name": "output.log"})
-    elif change == "duplicate":
-        artifacts_.append(dict(first))
-    elif change == "size":
-        first["size"] = -1
-    elif change == "huge":
-        first["size"] = 1 << 62
-    elif change == "sha256":
-        first["sha256"] = first["sha256"].upper()
-    elif change == "key":
-        record["key"] = OTHER
-    elif change == "format":
-        record["format"] = 2
-    elif change == "no-artifacts":
-        record["artifacts"] = []
-    elif change == "log":
-        record["log"] = {**first, "name": "../../etc/passwd"}
-    return record
+# what a writer of the bucket might change in a manifest: name -> (record, its first artifact) -> None
+TAMPERINGS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
+    "name": lambda record, first: first.update(name="../x.whl"),
+    "dotted": lambda record, first: first.update(name=".hidden-1.0.tar.gz"),
+    "not-a-wheel": lambda record, first: first.update(name="setup.py"),
+    "log-name": lambda record, first: record["artifacts"].append({**first, "name": "output.log"}),
+    "duplicate": lambda record, first: record["artifacts"].append(dict(first)),
+    "size": lambda record, first: first.update(size=-1),
+    "huge": lambda record, first: first.update(size=1 << 62),
+    "bool-size": lambda record, first: first.update(size=True),
+    "sha256": lambda record, first: first.update(sha256=first["sha256"].upper()),
+    "key": lambda record, first: record.update(key=OTHER),
+    "format": lambda record, first: record.update(format=2),
+    "no-artifacts": lambda record, first: record.update(artifacts=[]),
+    "log": lambda record, first: record.update(log={**first, "name": "../../etc/passwd"}),
+    "warning": lambda record, first: record.update(warnings=["\x1b]0;owned\x07"]),
+    "project": lambda record, first: record.update(project="demo\nsafe-build: all good"),
+    "missing": lambda record, first: record.pop("version"),
+}
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        "name",
-        "dotted",
-        "not-a-wheel",
-        "log-name",
-        "duplicate",
-        "size",
-        "huge",
-        "sha256",
-        "key",
-        "format",
-        "no-artifacts",
-        "log",
-    ],
-)
+@pytest.mark.parametrize("change", sorted(TAMPERINGS))
 def test_tampered_manifest_is_untrusted(s3: S3Bucket, tmp_path: Path, change: str) -> None:
     store = make_remote(s3)
     upload(store, tmp_path / "built")
-    put_manifest(s3, KEY, _tampered(get_manifest(s3), change))
+    record: dict[str, Any] = get_manifest(s3)
+    TAMPERINGS[change](record, record["artifacts"][0])
+    put_manifest(s3, KEY, record)
     with pytest.raises(Untrusted, match=r"^remote cache s3://.*: manifest ac/a+\.json: "):
         store.manifest(KEY)
 
@@ -257,6 +235,21 @@ def test_download_never_writes_outside_its_directory(s3: S3Bucket, tmp_path: Pat
     with pytest.raises(ValueError, match="not a safe file name"):
         store.download(evil, into)
     assert listing(tmp_path) == before
+
+
+def test_old_content_is_refreshed_when_named_again(
+    s3: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that a prune running meanwhile sees it as young and leaves it to the new manifest."""
+    store = make_remote(s3)
+    files = upload(store, tmp_path / "built")
+    name = s3.key("cas", hashlib.sha256(files[0].read_bytes()).hexdigest())
+    before = s3.client().head_object(Bucket=s3.name, Key=name)["LastModified"]
+    time.sleep(1.1)  # object times are in whole seconds
+    monkeypatch.setattr(remote, "TOUCH_AFTER", 0.5)
+    log = tmp_path / "built" / "build.log"
+    assert store.upload(OTHER, files, log=log, warnings=[], project="demo", version="1.0")
+    assert s3.client().head_object(Bucket=s3.name, Key=name)["LastModified"] > before
 
 
 def test_upload_refuses_what_readers_would_refuse(s3: S3Bucket, tmp_path: Path) -> None:

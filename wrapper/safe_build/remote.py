@@ -826,7 +826,7 @@ def _parse_manifest(key: str, data: bytes, secret: bytes | None) -> Manifest:
     if len(set(names)) != len(names):
         raise ValueError("two artifacts have one name")
     log = None if record["log"] is None else _artifact(record["log"], log=True)
-    warnings = tuple(_typed(text, str) for text in _typed(record["warnings"], list))
+    warnings = tuple(_warning(text) for text in _typed(record["warnings"], list))
     built_at = datetime.fromisoformat(_typed(record["built_at"], str))
     if built_at.tzinfo is None:
         built_at = built_at.replace(tzinfo=timezone.utc)
@@ -865,6 +865,15 @@ def _text(value: object) -> str:
     text: str = _typed(value, str)
     if not text or len(text) > 1000 or not text.isprintable():
         raise ValueError(f"{text[:40]!r} is not a plain line of text")
+    return text
+
+
+def _warning(value: object) -> str:
+    """A warning as build showed it: shown again on a hit, so no control characters (a terminal's
+    escape sequences) from whoever wrote the bucket."""
+    text: str = _typed(value, str)
+    if not text.replace("\t", " ").isprintable():
+        raise ValueError(f"a warning holds control characters: {text[:40]!r}")
     return text
 
 
