@@ -256,10 +256,17 @@ def test_upload_refuses_what_readers_would_refuse(s3: S3Bucket, tmp_path: Path) 
     bad = tmp_path / "setup.py"
     bad.write_text("")
     store = make_remote(s3)
-    with pytest.raises(ValueError, match="wheel or an sdist"):
+    with pytest.raises(
+        RemoteError, match=r"cannot file a{12}: 'setup.py' is not the name of a wheel or an sdist"
+    ):
         store.upload(KEY, [bad], log=None, warnings=[], project="demo", version="1.0")
     with pytest.raises(ValueError, match="cache key"):
         store.manifest("../x")
+
+
+def test_endpoint_that_is_not_a_url() -> None:
+    with pytest.raises(RemoteError, match=r"s3://bkt: the endpoint '127.0.0.1:9000' is not a URL"):
+        Remote(Location("bkt", ""), endpoint="127.0.0.1:9000")
 
 
 # -- leases ----------------------------------------------------------------------------------------

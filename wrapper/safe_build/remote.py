@@ -273,8 +273,16 @@ class Remote:
             use_threads=False,
         )
         self.endpoint = endpoint
-        with self._mapped("set up the client"):
-            self._client = boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=config)
+        with self._mapped("setting up the client"):
+            try:
+                self._client = boto3.session.Session().client(
+                    "s3", endpoint_url=endpoint or None, config=config
+                )
+            except ValueError:  # botocore's word for an endpoint that is not a URL
+                raise RemoteError(
+                    f"remote cache {location.url}: the endpoint {endpoint!r} is not a URL such as "
+                    "http://127.0.0.1:9000"
+                ) from None
             self.endpoint = self._client.meta.endpoint_url
 
     # -- reading ---------------------------------------------------------------------------------
@@ -295,6 +303,8 @@ class Remote:
         items = [*manifest.artifacts, *([manifest.log] if manifest.log else [])]
         for item in items:  # a Manifest may have been made by hand: never write outside ``into``
             _check_name(item.name, log=item is manifest.log)
+        if len({item.name for item in items}) != len(items):
+            raise ValueError(f"two artifacts have one name: {[item.name for item in items]}")
         written: list[Path] = []
         try:
             for item in items:
@@ -325,10 +335,13 @@ class Remote:
         when a secret is set). True if our manifest was filed, False if another writer's was first."""
         _check_key(key)
         names = [path.name for path in artifacts]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"artifacts need unique names: {names}")
-        for name in names:
-            _check_name(name)
+        try:  # what a reader would refuse is not sent: a warning, not a failure of the build
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"artifacts need unique names: {names}")
+            for name in names:
+                _check_name(name)
+        except ValueError as error:
+            raise RemoteError(f"remote cache {self.location.url}: cannot file {key[:12]}: {error}") from None
         stored = [self._put_content(path, path.name) for path in artifacts]
         stored_log = None if log is None else self._put_content(log, OUTPUT_LOG)
         record: dict[str, object] = {
@@ -468,8 +481,9 @@ class Remote:
                     self._delete(listed.name)
                     removed.append(entry)
                     continue
-            data = self._read_small(self._object(listed.name))
-            names |= _named_content(data)  # read before anything is deleted: a fault stops the prune
+            with contextlib.suppress(Untrusted):  # too large to be read by anyone: it names nothing
+                # read before any content is deleted: a fault stops the prune
+                names |= _named_content(self._read_small(self._object(listed.name)))
         content = content_bytes = young = 0
         for listed in self._list("cas/"):
             digest = listed.name[len("cas/") :]
@@ -582,7 +596,10 @@ class Remote:
         """``path`` into cas/<its sha256> unless there already (then refreshed if old)."""
         size, sha256 = _digest(path)
         if size > MAX_ARTIFACT:
-            raise ValueError(f"{path.name} is larger than the remote cache takes ({size} bytes)")
+            raise RemoteError(
+                f"remote cache {self.location.url}: {path.name} is larger than the remote cache takes "
+                f"({size} bytes, at most {MAX_ARTIFACT})"
+            )
         target = self._object("cas", sha256)
         shown = f"cas/{sha256[:12]}…"
         with self._mapped(f"looking for {shown}"):
@@ -660,7 +677,7 @@ class Remote:
         ``conflicts``, a failed precondition (412, 409) into _Conflict."""
         try:
             yield
-        except (RemoteError, _Conflict, ValueError):
+        except (RemoteError, _Conflict):
             raise
         except Exception as error:
             if conflicts and _is_conflict(error):
