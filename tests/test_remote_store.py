@@ -351,6 +351,88 @@ def test_lease_race_has_one_winner(s3: S3Bucket, tmp_path: Path, expired: bool) 
         assert outcomes == ["lost"] * (runners - 1) + ["won"], (key, outcomes)
 
 
+UPLOADER = textwrap.dedent(
+    """\
+    import os, sys, time
+    from pathlib import Path
+    from safe_build.remote import Remote, parse_url
+
+    barrier, index, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    root, keys = Path(sys.argv[4]), sys.argv[5:]
+    store = Remote(parse_url(os.environ["SAFE_BUILD_REMOTE_CACHE"]),
+                   endpoint=os.environ["SAFE_BUILD_REMOTE_CACHE_ENDPOINT"], timeout=10)
+    files = [root / "demo-1.0.tar.gz", root / "demo-1.0-py3-none-any.whl"]
+    for round, key in enumerate(keys):
+        (barrier / f"{round}-{index}").touch()
+        while len(list(barrier.glob(f"{round}-*"))) < count:
+            time.sleep(0.001)
+        filed = store.upload(key, files, log=None, warnings=[], project="demo", version="1.0")
+        print(key, "filed" if filed else "found", flush=True)
+    """
+)
+
+
+def test_upload_race_files_one_manifest(s3: S3Bucket, tmp_path: Path) -> None:
+    """Writers of one key at the same moment, each with its own bytes: one manifest is filed, and
+    it is whole (its content is the winner's)."""
+    keys = [f"{index:064x}" for index in range(3)]
+    runners = 3
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    roots = [tmp_path / f"runner{index}" for index in range(runners)]
+    for index, root in enumerate(roots):
+        artifacts(root, str(index).encode())
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                UPLOADER,
+                str(barrier),
+                str(index),
+                str(runners),
+                str(roots[index]),
+                *keys,
+            ],
+            env=s3.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(runners)
+    ]
+    results = [process.communicate(timeout=60) for process in processes]
+    assert all(process.returncode == 0 for process in processes), results
+    store = make_remote(s3)
+    for key in keys:
+        winners = [index for index, (out, _) in enumerate(results) if f"{key} filed" in out.splitlines()]
+        assert len(winners) == 1, (key, results)
+        manifest = store.manifest(key)
+        assert manifest is not None
+        into = tmp_path / "into" / key
+        into.mkdir(parents=True)
+        paths, _ = store.download(manifest, into)
+        assert [path.read_bytes() for path in paths] == [
+            (roots[winners[0]] / path.name).read_bytes() for path in paths
+        ]
+
+
+def test_large_files_go_in_parts(s3: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote, "MULTIPART_THRESHOLD", 5 << 20)  # S3's smallest part
+    store = make_remote(s3)
+    files, log = artifacts(tmp_path / "built")
+    files[1].write_bytes(os.urandom(11 << 20))
+    assert store.upload(KEY, files, log=log, warnings=[], project="demo", version="1.0")
+    name = s3.key("cas", hashlib.sha256(files[1].read_bytes()).hexdigest())
+    assert s3.client().head_object(Bucket=s3.name, Key=name)["ETag"].endswith('-3"')  # three parts
+    manifest = store.manifest(KEY)
+    assert manifest is not None
+    into = tmp_path / "into"
+    into.mkdir()
+    paths, _ = store.download(manifest, into)
+    assert paths[1].read_bytes() == files[1].read_bytes()
+
+
 # -- failures --------------------------------------------------------------------------------------
 
 
