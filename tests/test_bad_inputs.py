@@ -413,7 +413,8 @@ CASES: dict[str, Case] = {
         BAD,
         2,
         "safe-build: error: unknown key 'isolaton' in [tool.safe-build] of {bad}/pyproject.toml; did you "
-        "mean 'isolation'? valid keys: isolation, include, exclude, lock-timeout, fresh-env, env-max-age",
+        "mean 'isolation'? valid keys: isolation, include, exclude, lock-timeout, fresh-env, env-max-age, "
+        "remote-cache, remote-cache-mode, remote-cache-wait, remote-cache-timeout, remote-cache-required",
         files=flit(FLIT_TOML + '\n[tool.safe-build]\nisolaton = "copy"\n'),
     ),
     "bad-tool-value": Case(

@@ -152,6 +152,11 @@ FILE_ERRORS = {
     TABLE + "lock_timeout = 5": "unknown key 'lock_timeout' in [tool.safe-build] of {file}; "
     "did you mean 'lock-timeout'? valid keys: isolation, include, exclude, lock-timeout",
     TABLE + 'isolation = "fast"': f"invalid value 'fast' for isolation {IN_FILE}; use one of: auto, copy",
+    TABLE + 'remote-cache = "http://b/x"': f"invalid value 'http://b/x' for remote-cache {IN_FILE}; ",
+    TABLE + 'remote-cache-mode = "write"': f"invalid value 'write' for remote-cache-mode {IN_FILE}; "
+    "use one of: read, read-write (read for untrusted jobs such as pull requests)",
+    TABLE + "remote-cache-required = 1": f"invalid value 1 for remote-cache-required {IN_FILE}; "
+    "use true or false",
     TABLE + 'lock-timeout = "5"': f"invalid value '5' for lock-timeout {IN_FILE}",
     TABLE + "lock-timeout = -1": f"invalid value -1 for lock-timeout {IN_FILE}",
     TABLE + "lock-timeout = true": f"invalid value True for lock-timeout {IN_FILE}; {SECONDS}",

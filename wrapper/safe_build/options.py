@@ -64,6 +64,8 @@ OWN_OPTIONS = frozenset(
         "lock_timeout",
         "cache_dir",
         "no_cache",
+        "remote_cache",
+        "remote_cache_mode",
         "refresh",
         "fresh_env",
     }
