@@ -34,6 +34,7 @@ removed; only a writer that stalls between the two for longer than the protectio
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -42,11 +43,11 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -64,12 +65,15 @@ MAX_MANIFEST = 1 << 20  # bytes read of a manifest or a lease at most
 MAX_ARTIFACT = 64 << 30  # the largest artifact (or log) a manifest may name
 MULTIPART_THRESHOLD = 64 << 20  # larger uploads go in parts, through boto3's transfer
 TOUCH_AFTER = 300.0  # seconds: content found older than this is refreshed before a manifest names it
+PARALLEL_REQUESTS = 8  # when listing: botocore keeps 10 connections to a host
 _CHUNK = 1 << 20
 _KEY = re.compile(r"[0-9a-f]{16,128}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html (dots allowed, no IPs)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP = re.compile(r"\d+\.\d+\.\d+\.\d+")
+T = TypeVar("T")
+R = TypeVar("R")
 _URL_HINT = (
     "give s3://BUCKET or s3://BUCKET/PREFIX (a bucket name of 3-63 lowercase letters, digits, - and .)"
 )
@@ -422,26 +426,25 @@ class Remote:
 
     def entries(self) -> list[RemoteEntry]:
         """Every manifest (ac/), read and checked, with its last-modified time."""
-        found = []
-        for listed in self._list("ac/"):
-            key = listed.name[len("ac/") :].removesuffix(".json")
-            found.append(self._entry(key, listed))
-        return found
+
+        def entry(listed: _Listed) -> RemoteEntry:
+            return self._entry(listed.name[len("ac/") :].removesuffix(".json"), listed)
+
+        return _in_parallel(entry, list(self._list("ac/")))
 
     def leases(self) -> list[LeaseInfo]:
         """Every lease object, with its holder if it can be read."""
-        found = []
-        for listed in self._list("lease/"):
+
+        def lease(listed: _Listed) -> LeaseInfo:
             data = self._read_small(self._object(listed.name))
-            found.append(
-                LeaseInfo(
-                    listed.name[len("lease/") :].removesuffix(".json"),
-                    listed.modified,
-                    None if data is None else _holder(data),
-                    listed.etag,
-                )
+            return LeaseInfo(
+                listed.name[len("lease/") :].removesuffix(".json"),
+                listed.modified,
+                None if data is None else _holder(data),
+                listed.etag,
             )
-        return found
+
+        return _in_parallel(lease, list(self._list("lease/")))
 
     def usage(self) -> Usage:
         """How many objects, and bytes, each area holds; the live leases."""
@@ -690,6 +693,15 @@ class Remote:
         raise RemoteError(
             f"remote cache {self.location.url}: {_describe(error, what, self.endpoint, self.timeout)}"
         ) from None
+
+
+def _in_parallel(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``function`` of each item, in order, a few requests at a time: a bucket may hold thousands
+    of manifests, and each is a request. The first failure is raised."""
+    if len(items) < 2:
+        return [function(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
+        return list(pool.map(function, items))
 
 
 class _Conflict(Exception):
