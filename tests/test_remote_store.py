@@ -264,6 +264,13 @@ def test_upload_refuses_what_readers_would_refuse(s3: S3Bucket, tmp_path: Path) 
         store.manifest("../x")
 
 
+def test_no_password_in_an_endpoint_is_shown(s3: S3Bucket) -> None:
+    store = Remote(Location("bkt", ""), endpoint="http://user:hunter2@127.0.0.1:9", timeout=0.5)
+    with pytest.raises(RemoteError, match=r"cannot connect to http://127\.0\.0\.1:9 ") as failure:
+        store.manifest(KEY)
+    assert "hunter2" not in str(failure.value)
+
+
 def test_endpoint_that_is_not_a_url() -> None:
     with pytest.raises(RemoteError, match=r"s3://bkt: the endpoint '127.0.0.1:9000' is not a URL"):
         Remote(Location("bkt", ""), endpoint="127.0.0.1:9000")

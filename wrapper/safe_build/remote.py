@@ -43,6 +43,7 @@ import os
 import re
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -287,7 +288,7 @@ class Remote:
                     f"remote cache {location.url}: the endpoint {endpoint!r} is not a URL such as "
                     "http://127.0.0.1:9000"
                 ) from None
-            self.endpoint = self._client.meta.endpoint_url
+            self.endpoint = _without_userinfo(self._client.meta.endpoint_url)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -693,6 +694,14 @@ class Remote:
         raise RemoteError(
             f"remote cache {self.location.url}: {_describe(error, what, self.endpoint, self.timeout)}"
         ) from None
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` as shown in messages: without a user name or password someone wrote into it."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _in_parallel(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
