@@ -6,6 +6,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -362,3 +363,35 @@ def test_memo_never_trusts_recently_changed_files(project: Path, tmp_path: Path)
     again = cachekey.compute(project, INPUTS, memo=memo)
     assert again.read == again.files
     assert again.digest == key(project)
+
+
+def test_the_key_is_the_same_from_interpreters_homes_and_caches_elsewhere(
+    project: Path, tmp_path: Path
+) -> None:
+    """CI runners install Python at different places, with different homes and cache directories:
+    a key computed from two venvs of one Python, each with its own home and cache, is the same."""
+    parent = [path for path in sys.path if path.endswith("site-packages")]
+    digests = []
+    for place in ("runner-a/tools/venv", "elsewhere/b"):
+        venv = tmp_path / place
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        [site] = (venv / "lib").glob("python*/site-packages")
+        # safe-build and its dependencies, as installed here (an editable install's own .pth included)
+        (site / "parent.pth").write_text(
+            "".join(f"import site; site.addsitedir({path!r})\n" for path in parent)
+        )
+        home = tmp_path / place / "home"
+        home.mkdir()
+        environment = {**os.environ, "HOME": str(home), "SAFE_BUILD_CACHE_DIR": str(home / "cache")}
+        script = (
+            f"from safe_build import cachekey; print(cachekey.compute({str(project)!r}, {INPUTS!r}).digest)"
+        )
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", script],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        digests.append(done.stdout.strip())
+    assert digests[0] == digests[1] == key(project)
