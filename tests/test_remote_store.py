@@ -297,7 +297,11 @@ def test_lease_taken_held_released(s3: S3Bucket) -> None:
     assert isinstance(store.try_lease(KEY, "demo", ttl=60), Holder)
 
 
-@pytest.mark.parametrize("body", [None, b"garbage", b'{"host": "h"}'])
+@pytest.mark.parametrize(
+    "body",
+    [None, b"garbage", b'{"host": "h"}', b" " * (2 << 20)],
+    ids=["expired", "garbage", "partial", "huge"],
+)
 def test_expired_or_unreadable_lease_is_taken_over(s3: S3Bucket, body: bytes | None) -> None:
     store = make_remote(s3)
     if body is None:

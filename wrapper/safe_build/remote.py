@@ -400,7 +400,7 @@ class Remote:
             etag = self._conditional_put(name, body, IfNoneMatch="*")
             if etag is not None:
                 return Lease(self, key, etag, started, started + ttl)
-            found = self._read_small(name, with_etag=True)
+            found = self._read_small(name, with_etag=True, oversized=b"")
             if found is None:
                 continue  # released meanwhile: try again
             data, current = found
@@ -419,7 +419,7 @@ class Remote:
         """Who holds the lease of ``key`` now, without taking it (a reader that may not write):
         None if nobody does (no lease, an expired or an unreadable one)."""
         _check_key(key)
-        data = self._read_small(self._object("lease", f"{key}.json"))
+        data = self._read_small(self._object("lease", f"{key}.json"), oversized=b"")
         found = None if data is None else _holder(data)
         return found if found is not None and found.expires > time.time() else None
 
@@ -437,7 +437,7 @@ class Remote:
         """Every lease object, with its holder if it can be read."""
 
         def lease(listed: _Listed) -> LeaseInfo:
-            data = self._read_small(self._object(listed.name))
+            data = self._read_small(self._object(listed.name), oversized=b"")
             return LeaseInfo(
                 listed.name[len("lease/") :].removesuffix(".json"),
                 listed.modified,
@@ -485,9 +485,8 @@ class Remote:
                     self._delete(listed.name)
                     removed.append(entry)
                     continue
-            with contextlib.suppress(Untrusted):  # too large to be read by anyone: it names nothing
-                # read before any content is deleted: a fault stops the prune
-                names |= _named_content(self._read_small(self._object(listed.name)))
+                # read before any content is deleted: a fault stops the prune (one too large names nothing)
+                names |= _named_content(self._read_small(self._object(listed.name), oversized=b""))
         content = content_bytes = young = 0
         for listed in self._list("cas/"):
             digest = listed.name[len("cas/") :]
@@ -543,8 +542,10 @@ class Remote:
                 f"remote cache {self.location.url}: manifest ac/{key}.json: {_reason(error)}"
             ) from None
 
-    def _read_small(self, name: str, *, with_etag: bool = False) -> Any:
-        """An object's bytes (at most MAX_MANIFEST), with its ETag if asked; None if there is none."""
+    def _read_small(self, name: str, *, with_etag: bool = False, oversized: bytes | None = None) -> Any:
+        """An object's bytes (at most MAX_MANIFEST), with its ETag if asked; None if there is none.
+        A larger object is Untrusted, or read as ``oversized`` if that is given (a lease that large
+        is garbage: as good as expired)."""
         what = f"reading {self._display(name)}"
         with self._mapped(what):
             try:
@@ -552,11 +553,12 @@ class Remote:
             except self._client.exceptions.NoSuchKey:
                 return None
             with contextlib.closing(response["Body"]) as body:
-                if int(response.get("ContentLength", 0)) > MAX_MANIFEST:
-                    raise Untrusted(f"remote cache {self.location.url}: {self._display(name)} is too large")
-                data = body.read(MAX_MANIFEST + 1)
-        if len(data) > MAX_MANIFEST:
-            raise Untrusted(f"remote cache {self.location.url}: {self._display(name)} is too large")
+                announced = int(response.get("ContentLength", 0))
+                data = b"" if announced > MAX_MANIFEST else body.read(MAX_MANIFEST + 1)
+        if max(announced, len(data)) > MAX_MANIFEST:
+            if oversized is None:
+                raise Untrusted(f"remote cache {self.location.url}: {self._display(name)} is too large")
+            data = oversized
         return (data, response["ETag"]) if with_etag else data
 
     def _fetch(self, item: RemoteArtifact, target: Path, written: list[Path]) -> None:
