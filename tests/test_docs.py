@@ -21,13 +21,14 @@ import pytest
 
 from tests.conftest import BUILD_REQUIREMENTS, run, wheel_problems, write_project
 from tests.example_repos import CHECKOUT, checkout_repo, download, example_repo
+from tests.s3server import S3Bucket
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-PAGES = ["README.md", "docs/usage.md", "docs/safe-pip.md", "docs/cache.md"]
+PAGES = ["README.md", "docs/usage.md", "docs/safe-pip.md", "docs/cache.md", "docs/remote-cache.md"]
 RUN = {"console", "bash"}
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 TIMEOUT = 900
@@ -58,6 +59,7 @@ def doc_wheelhouse(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -
     build requirements, and pip/setuptools/wheel for the venvs pipx makes."""
     pyproject = tomllib.loads((CHECKOUT / "pyproject.toml").read_text(encoding="utf-8"))
     wanted = [*pyproject["build-system"]["requires"], *pyproject["project"]["dependencies"]]
+    wanted += pyproject["project"]["optional-dependencies"]["s3"]
     house = download(tmp_path_factory.mktemp("doc-wheelhouse"), [*wanted, "pip", "wheel"])
     for wheel in wheelhouse.iterdir():
         target = house / wheel.name
@@ -77,7 +79,7 @@ def doc_tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def sandbox(page: str, root: Path) -> Path:
     """The directory ``page``'s commands run in, laid out as the page assumes."""
-    if page == "README.md":
+    if page in ("README.md", "docs/remote-cache.md"):
         checkout, _ = checkout_repo(root / "safe-build")
         write_project(checkout / "path" / "to" / "project", "flit")
         return checkout
@@ -117,11 +119,19 @@ def page_env(root: Path, house: Path, tools: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_the_commands_of_a_page_run_as_written(
-    page: str, tmp_path: Path, doc_wheelhouse: Path, doc_tools: Path
+    page: str, tmp_path: Path, doc_wheelhouse: Path, doc_tools: Path, request: pytest.FixtureRequest
 ) -> None:
     commands = [block for block in blocks(page, RUN) if "pytest" not in block]
     where = sandbox(page, tmp_path)
     env = page_env(tmp_path, doc_wheelhouse, doc_tools)
+    if page == "docs/remote-cache.md":  # the bucket it names, on the tests' S3 server
+        bucket: S3Bucket = request.getfixturevalue("s3")
+        bucket.client().create_bucket(Bucket="wheels")
+        env |= {
+            name: value
+            for name, value in bucket.env.items()
+            if name.startswith(("AWS_", "SAFE_BUILD_REMOTE"))
+        }
     if page == "docs/cache.md":  # its commands show a cache with an entry
         assert run([sys.executable, "-m", "safe_build", "--wheel", "pkg"], env, where).returncode == 0
     script = "set -euo pipefail\n" + "".join(
@@ -140,6 +150,8 @@ def test_the_commands_of_a_page_run_as_written(
         assert len(list((where / "dist").glob("*.whl"))) == 5
         installed = run([str(where / ".venv" / "bin" / "python"), "-m", "pip", "list"], env)
         assert installed.stdout.count("mono-") == 5, installed.stdout
+    if page == "docs/remote-cache.md":  # the second build was the first one's, from the bucket
+        assert "from s3://wheels/safe-build (built by " in done.stderr, done.stderr[-3000:]
 
 
 assert "flit-core>=3.9" in BUILD_REQUIREMENTS  # the pages' projects are flit ones, built offline

@@ -187,7 +187,7 @@ def test_a_new_runner_is_served_the_fleets_entry(
     project, bucket, _ = filled
     result, runs = hit_or_build(project, bucket, env, tmp_path, "second")
     assert runs == Counter()
-    assert f"from {bucket.url}, built by " in result.stderr
+    assert f"from {bucket.url} (built by " in result.stderr
     assert (tmp_path / "second" / "dist").iterdir().__next__().read_bytes() == next(
         (tmp_path / "first").iterdir()
     ).read_bytes()

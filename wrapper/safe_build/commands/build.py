@@ -260,7 +260,7 @@ def _publish_remote_hit(
     store = request.store
     assert store is not None
     manifest = fetched.manifest
-    where = f" from {shared.url}, built by {manifest.built_by}"
+    where = f" from {shared.url} (built by {manifest.built_by})"
     output = cache.Output(fetched.log, manifest.warnings)
     try:
         entry = store.store(
