@@ -34,6 +34,7 @@ output directory atomically. The source tree is never written to (except with
 COMMANDS = """\
 other commands:
   safe-build cache {dir,list,info,clean,prune}  the build cache (safe-build cache --help)
+  safe-build cache remote {ls,info,prune}      the remote cache shared by a CI fleet
   safe-build venv PATH [virtualenv options]    a venv, made once however many ask at once
   safe-build pip ARGS, or safe-pip ARGS        the target environment's pip, under locks
 
