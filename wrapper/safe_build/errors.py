@@ -2,7 +2,8 @@
 
 Exit codes (documented in the README):
   0  success
-  1  the build itself failed (the backend or the ``build`` frontend reported an error)
+  1  the build itself failed (the backend or the ``build`` frontend reported an error), or a
+     remote cache that the settings require failed
   2  bad input: command line, source directory, project files, output directory, settings
   3  a lock could not be taken within the lock timeout
   128+N  stopped by signal N (130 for Ctrl-C, 143 for SIGTERM)

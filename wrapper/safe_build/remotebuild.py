@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safe_build import locks, progress
-from safe_build.errors import SafeBuildError
+from safe_build.errors import BuildFailed, SafeBuildError
 
 if TYPE_CHECKING:
     from safe_build import remote
@@ -227,7 +227,7 @@ class Shared:
     def _failed(self, error: Exception) -> None:
         """One warning for the run (or the end of it, when the remote cache is required)."""
         if self.required:
-            raise SafeBuildError(
+            raise BuildFailed(
                 str(error),
                 hint="the remote cache is required (remote-cache-required); unset it to build without",
             )
