@@ -422,3 +422,50 @@ def test_an_expired_lease_is_taken_over_by_one_of_the_waiters(
     outputs = [waiter.communicate(timeout=300)[1] for waiter in waiters]
     assert [waiter.returncode for waiter in waiters] == [0, 0], outputs
     assert builds(waiters_marker) == Counter({"pkg1": 1}), outputs
+
+
+# runs safe-build in this interpreter; prints, after it, which of the S3 client's modules it loaded
+IMPORTS = """\
+import sys
+{setup}
+from safe_build.cli import main
+code = main(sys.argv[1:])
+print(sorted(name for name in ("boto3", "botocore") if sys.modules.get(name)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def with_imports_shown(setup: str, *args: str | Path) -> list[str]:
+    return [sys.executable, "-c", IMPORTS.format(setup=setup), "--wheel", "-n", *map(str, args)]
+
+
+def test_a_local_hit_never_loads_the_s3_client(
+    filled: tuple[Path, S3Bucket, str], env: dict[str, str], tmp_path: Path
+) -> None:
+    project, bucket, _ = filled
+    environment = runner_env(env, bucket, tmp_path / "first-home")  # the first runner's own cache
+    hit = run(with_imports_shown("", "-o", tmp_path / "again", project), environment)
+    assert hit.returncode == 0, hit.stderr
+    assert "Reusing cache entry" in hit.stderr
+    assert hit.stderr.splitlines()[-1] == "[]"
+    miss = run(
+        with_imports_shown("", "-o", tmp_path / "other", project), runner_env(env, bucket, tmp_path / "new")
+    )
+    assert miss.stderr.splitlines()[-1] == "['boto3', 'botocore']"  # what the check would see
+
+
+def test_without_boto3_the_remote_cache_is_one_warning(
+    env: dict[str, str], s3: S3Bucket, tmp_path: Path
+) -> None:
+    project = package(tmp_path, 1)
+    no_boto3 = "sys.modules['boto3'] = None  # as if safe-build[s3] were not installed"
+    made = run(
+        with_imports_shown(no_boto3, "-o", tmp_path / "dist", project), runner_env(env, s3, tmp_path / "r")
+    )
+    assert made.returncode == 0, made.stderr
+    warnings = [line for line in made.stderr.splitlines() if line.startswith("safe-build: warning")]
+    assert warnings == [
+        f"safe-build: warning: remote cache {s3.url}: the remote cache needs boto3: pip install "
+        '"safe-build[s3]"; going on without the remote cache'
+    ]
+    assert [path.name for path in (tmp_path / "dist").iterdir()] == ["pkg1-1.0-py3-none-any.whl"]
