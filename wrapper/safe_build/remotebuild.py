@@ -113,7 +113,8 @@ class Shared:
                 if manifest is None:
                     continue
                 into.mkdir(mode=0o700, exist_ok=True)
-                artifacts, log = client.download(manifest, into)
+                with progress.status(f"safe-build: downloading {manifest.project} from {self.url}"):
+                    artifacts, log = client.download(manifest, into)
                 return Fetched(key, manifest, artifacts, log)
             except remote.Untrusted as error:
                 self._ignored.add(key)
@@ -196,7 +197,8 @@ class Shared:
         if client is None:
             return
         try:
-            client.upload(key, artifacts, log=log, warnings=warnings, project=project, version=version)
+            with progress.status(f"safe-build: sending {project} to {self.url}"):
+                client.upload(key, artifacts, log=log, warnings=warnings, project=project, version=version)
         except remote.RemoteError as error:
             self._failed(error)
 
