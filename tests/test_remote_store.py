@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from safe_build import remote
+from safe_build.cache import Artifact
 from safe_build.remote import Holder, Lease, Location, Remote, RemoteError, Untrusted, parse_url
 from tests.s3server import ReadOnlyS3, S3Bucket, S3Server, make_bucket
 
@@ -227,7 +228,7 @@ def test_download_never_writes_outside_its_directory(s3: S3Bucket, tmp_path: Pat
     manifest = store.manifest(KEY)
     assert manifest is not None
     evil = remote.Manifest(
-        **{**manifest.__dict__, "artifacts": (remote.RemoteArtifact("../evil-1.0.tar.gz", 1, "0" * 64),)}
+        **{**manifest.__dict__, "artifacts": (Artifact("../evil-1.0.tar.gz", 1, "0" * 64),)}
     )
     into = tmp_path / "into"
     into.mkdir()
@@ -333,6 +334,28 @@ RACER = textwrap.dedent(
 )
 
 
+def race(
+    program: str, arguments: list[list[str]], keys: list[str], s3: S3Bucket, tmp_path: Path
+) -> list[tuple[str, str]]:
+    """Run ``program`` once per entry of ``arguments``, all at once, each given a file barrier, its
+    index, the count, its arguments and ``keys``; their (stdout, stderr), once all succeeded."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", program, str(barrier), str(index), str(len(arguments)), *more, *keys],
+            env=s3.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index, more in enumerate(arguments)
+    ]
+    results = [process.communicate(timeout=60) for process in processes]
+    assert all(process.returncode == 0 for process in processes), results
+    return results
+
+
 @pytest.mark.parametrize("expired", [False, True], ids=["new", "takeover"])
 def test_lease_race_has_one_winner(s3: S3Bucket, tmp_path: Path, expired: bool) -> None:
     """Runners that try at the same moment (a file barrier before each round): one wins each key."""
@@ -342,20 +365,7 @@ def test_lease_race_has_one_winner(s3: S3Bucket, tmp_path: Path, expired: bool) 
         for key in keys:
             assert isinstance(store.try_lease(key, "demo", ttl=0), Lease)
     runners = 4
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, str(barrier), str(index), str(runners), *keys],
-            env=s3.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for index in range(runners)
-    ]
-    results = [process.communicate(timeout=60) for process in processes]
-    assert all(process.returncode == 0 for process in processes), results
+    results = race(RACER, [[] for _ in range(runners)], keys, s3, tmp_path)
     lines = [line.split() for out, _ in results for line in out.splitlines()]
     for key in keys:
         outcomes = sorted(outcome for name, outcome in lines if name == key)
@@ -388,32 +398,10 @@ def test_upload_race_files_one_manifest(s3: S3Bucket, tmp_path: Path) -> None:
     it is whole (its content is the winner's)."""
     keys = [f"{index:064x}" for index in range(3)]
     runners = 3
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
     roots = [tmp_path / f"runner{index}" for index in range(runners)]
     for index, root in enumerate(roots):
         artifacts(root, str(index).encode())
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                UPLOADER,
-                str(barrier),
-                str(index),
-                str(runners),
-                str(roots[index]),
-                *keys,
-            ],
-            env=s3.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for index in range(runners)
-    ]
-    results = [process.communicate(timeout=60) for process in processes]
-    assert all(process.returncode == 0 for process in processes), results
+    results = race(UPLOADER, [[str(root)] for root in roots], keys, s3, tmp_path)
     store = make_remote(s3)
     for key in keys:
         winners = [index for index, (out, _) in enumerate(results) if f"{key} filed" in out.splitlines()]

@@ -58,6 +58,7 @@ from packaging.utils import (
 )
 
 import safe_build
+from safe_build.cache import Artifact  # name, size, sha256: as the local cache keeps them
 
 FORMAT = 1
 OUTPUT_LOG = "output.log"
@@ -116,19 +117,12 @@ def parse_url(text: str) -> Location:
 
 
 @dataclass(frozen=True)
-class RemoteArtifact:
-    name: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
 class Manifest:
     key: str  # the cache key it is filed under
     project: str
     version: str
-    artifacts: tuple[RemoteArtifact, ...]  # sdists first, as stored
-    log: RemoteArtifact | None  # the build's output (OUTPUT_LOG), kept in cas/ like an artifact
+    artifacts: tuple[Artifact, ...]  # sdists first, as stored
+    log: Artifact | None  # the build's output (OUTPUT_LOG), kept in cas/ like an artifact
     warnings: tuple[str, ...]
     built_by: str  # host name of the writer
     built_at: float  # unix time
@@ -561,7 +555,7 @@ class Remote:
             data = oversized
         return (data, response["ETag"]) if with_etag else data
 
-    def _fetch(self, item: RemoteArtifact, target: Path, written: list[Path]) -> None:
+    def _fetch(self, item: Artifact, target: Path, written: list[Path]) -> None:
         """``item`` from cas/ into ``target``, checked as it streams."""
         name = self._object("cas", item.sha256)
         where = f"remote cache {self.location.url}: {item.name} (cas/{item.sha256[:12]}…)"
@@ -598,7 +592,7 @@ class Remote:
         if not hmac.compare_digest(digest.hexdigest(), item.sha256):
             raise Untrusted(f"{where}: the content does not match its sha256")
 
-    def _put_content(self, path: Path, name: str) -> RemoteArtifact:
+    def _put_content(self, path: Path, name: str) -> Artifact:
         """``path`` into cas/<its sha256> unless there already (then refreshed if old)."""
         size, sha256 = _digest(path)
         if size > MAX_ARTIFACT:
@@ -624,10 +618,10 @@ class Remote:
                         CopySource={"Bucket": self.location.bucket, "Key": target},
                         MetadataDirective="REPLACE",
                     )
-            return RemoteArtifact(name, size, sha256)
+            return Artifact(name, size, sha256)
         with self._mapped(f"uploading {path.name} to {shown}"):
             self._client.upload_file(str(path), self.location.bucket, target, Config=self._transfer)
-        return RemoteArtifact(name, size, sha256)
+        return Artifact(name, size, sha256)
 
     def _conditional_put(self, name: str, body: bytes, **condition: str) -> str | None:
         """Write ``name`` if ``condition`` holds: its new ETag, or None if it did not hold."""
@@ -884,7 +878,7 @@ def _parse_manifest(key: str, data: bytes, secret: bytes | None) -> Manifest:
     )
 
 
-def _artifact(item: object, *, log: bool = False) -> RemoteArtifact:
+def _artifact(item: object, *, log: bool = False) -> Artifact:
     fields = _typed(item, dict)
     name = _typed(fields["name"], str)
     _check_name(name, log=log)
@@ -894,10 +888,10 @@ def _artifact(item: object, *, log: bool = False) -> RemoteArtifact:
     sha256 = fields["sha256"]
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise ValueError(f"{name}: {sha256!r} is not a sha256")
-    return RemoteArtifact(name, size, sha256)
+    return Artifact(name, size, sha256)
 
 
-def _artifact_json(item: RemoteArtifact) -> dict[str, object]:
+def _artifact_json(item: Artifact) -> dict[str, object]:
     return {"name": item.name, "size": item.size, "sha256": item.sha256}
 
 
