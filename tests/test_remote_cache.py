@@ -469,3 +469,29 @@ def test_without_boto3_the_remote_cache_is_one_warning(
         '"safe-build[s3]"; going on without the remote cache'
     ]
     assert [path.name for path in (tmp_path / "dist").iterdir()] == ["pkg1-1.0-py3-none-any.whl"]
+
+
+def test_safe_pip_warns_once_of_a_remote_cache_it_cannot_reach(
+    env: dict[str, str], s3: S3Bucket, tmp_path: Path
+) -> None:
+    """safe-pip builds each local project in one process: the remote cache that failed for the
+    first is not asked again, and the run warns once."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    projects = [package(tmp_path / "projects", index) for index in (1, 2)]
+    environment = runner_env(
+        env, s3, tmp_path / "home", SAFE_BUILD_REMOTE_CACHE_ENDPOINT="http://127.0.0.1:9"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "safe_build",
+        "pip",
+        "--python",
+        str(venv),
+        "install",
+        "--no-build-isolation",
+    ]
+    installed = run([*command, *map(str, projects)], environment, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stderr.count("going on without the remote cache") == 1, installed.stderr

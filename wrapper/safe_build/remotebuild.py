@@ -89,8 +89,22 @@ class Shared:
 
     @staticmethod
     def of(settings: Settings) -> Shared | None:
-        """The remote cache the settings name, or None; a bad secret is refused now (exit 2)."""
-        return Shared(settings) if settings.remote_cache.value else None
+        """The remote cache the settings name, or None; a bad secret is refused now (exit 2).
+
+        One per process and set of settings: safe-pip runs several builds in one process, and a
+        remote cache that failed for one is not asked again (nor warned of) for the next."""
+        if not settings.remote_cache.value:
+            return None
+        which = (
+            settings.remote_cache.value,
+            settings.remote_cache_mode.value,
+            settings.remote_cache_wait.value,
+            settings.remote_cache_timeout.value,
+            settings.remote_cache_required.value,
+        )
+        if which not in _made:
+            _made[which] = Shared(settings)
+        return _made[which]
 
     def look_up(self, keys: Sequence[str], project: str, into: Path) -> Fetched | Claim:
         """The entry of the first of ``keys`` the remote has (downloaded and verified into ``into``);
@@ -236,6 +250,9 @@ class Shared:
         if not self._broken:
             progress.labelled("warning", f"{error}; going on without the remote cache")
         self._broken = True
+
+
+_made: dict[tuple[object, ...], Shared] = {}  # Shared.of's, by the settings' values
 
 
 def _secret() -> bytes | None:
