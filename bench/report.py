@@ -6,7 +6,7 @@ runs them one after the other, collects their figures through ``--json`` and wri
 ``docs/benchmarks.md`` with the chart beside it (``docs/benchmarks.svg``). Needs the ``bench``
 extra (matplotlib)::
 
-    python bench/report.py                      # everything: about 35 minutes on 2 quiet cores
+    python bench/report.py                      # everything: about 40 minutes on 2 quiet cores
     python bench/report.py --quick              # smoke run: few rounds, small trees, so labelled
     python bench/report.py --only cache --only repository
     python bench/report.py --tree-dir /dev/shm  # large trees on a tmpfs, keeping the disk out
@@ -45,6 +45,7 @@ BENCHES = {
     "envs": ("bench_envs.py", ["--rounds", "1"]),
     "pip": ("bench_pip.py", ["--quick"]),
     "repository": ("bench_repository.py", ["--rounds", "2"]),
+    "remote": ("bench_remote.py", ["--rounds", "2"]),
 }
 TAKES_TREE_DIR = ("core", "cache_key")
 VERSIONS = ("safe-build", "build", "pip", "setuptools", "virtualenv")
