@@ -451,14 +451,14 @@ def test_a_local_hit_never_loads_the_s3_client(
     miss = run(
         with_imports_shown("", "-o", tmp_path / "other", project), runner_env(env, bucket, tmp_path / "new")
     )
-    assert miss.stderr.splitlines()[-1] == "['boto3', 'botocore']"  # what the check would see
+    assert miss.stderr.splitlines()[-1] == "['botocore']"  # what the check would see
 
 
 def test_without_boto3_the_remote_cache_is_one_warning(
     env: dict[str, str], s3: S3Bucket, tmp_path: Path
 ) -> None:
     project = package(tmp_path, 1)
-    no_boto3 = "sys.modules['boto3'] = None  # as if safe-build[s3] were not installed"
+    no_boto3 = "sys.modules['botocore'] = None  # as if safe-build[s3] were not installed"
     made = run(
         with_imports_shown(no_boto3, "-o", tmp_path / "dist", project), runner_env(env, s3, tmp_path / "r")
     )

@@ -513,7 +513,7 @@ def test_importing_the_module_does_not_import_boto3() -> None:
 
 
 def test_without_boto3_one_line(tmp_path: Path) -> None:
-    blocker = tmp_path / "boto3"
+    blocker = tmp_path / "botocore"  # boto3's core, which is what safe-build imports
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ImportError('blocked for the test')\n")
     code = (

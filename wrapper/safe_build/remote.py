@@ -22,8 +22,9 @@ directory it is given. What fails is :class:`Untrusted`: the caller builds inste
 missing credentials) is a :class:`RemoteError` with one line that names the bucket and what failed
 and never a credential; each request is bounded by the timeout and retried once at most.
 
-boto3 is imported only when a :class:`Remote` is made: a build without a remote cache never loads
-it, and without it installed the remote cache is one clear error.
+boto3's core, botocore, is imported only when a :class:`Remote` is made (s3transfer, for uploads,
+only when one is made): a build without a remote cache never loads it, and without it installed
+the remote cache is one clear error naming the extra (``safe-build[s3]``, which installs boto3).
 
 Pruning (``safe-build cache remote prune``) removes manifests by age (object storage keeps no last
 use), then content no remaining manifest names. A writer that finds its content already there
@@ -65,7 +66,7 @@ OUTPUT_LOG = "output.log"
 MIN_SECRET = 32  # bytes: an HMAC key shorter than this is a password, not a key
 MAX_MANIFEST = 1 << 20  # bytes read of a manifest or a lease at most
 MAX_ARTIFACT = 64 << 30  # the largest artifact (or log) a manifest may name
-MULTIPART_THRESHOLD = 64 << 20  # larger uploads go in parts, through boto3's transfer
+MULTIPART_THRESHOLD = 64 << 20  # larger uploads go in parts, through s3transfer (boto3's)
 TOUCH_AFTER = 300.0  # seconds: content found older than this is refreshed before a manifest names it
 PARALLEL_REQUESTS = 8  # when listing: botocore keeps 10 connections to a host
 _CHUNK = 1 << 20
@@ -243,8 +244,9 @@ class Remote:
         self.secret = secret
         self.timeout = timeout
         try:
-            import boto3.session  # noqa: PLC0415  (only a build with a remote cache pays for it)
-            from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
+            # botocore's own session, not boto3's: boto3 adds its resources and, at each S3 client it
+            # makes, s3transfer (0.2 s together), which only an upload needs (see _put_content)
+            import botocore.session  # noqa: PLC0415  (only a build with a remote cache pays for it)
             from botocore.config import Config  # noqa: PLC0415
         except ImportError:
             raise RemoteError(
@@ -266,15 +268,10 @@ class Remote:
             )
         except TypeError:  # a botocore before 1.36 knows neither, and sends none by default
             config = Config(**options)
-        self._transfer = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD,
-            multipart_chunksize=MULTIPART_THRESHOLD,
-            use_threads=False,
-        )
         self.endpoint = endpoint
         with self._mapped("setting up the client"):
             try:
-                self._client = boto3.session.Session().client(
+                self._client = botocore.session.get_session().create_client(
                     "s3", endpoint_url=endpoint or None, config=config
                 )
             except ValueError:  # botocore's word for an endpoint that is not a URL
@@ -619,8 +616,17 @@ class Remote:
                         MetadataDirective="REPLACE",
                     )
             return Artifact(name, size, sha256)
-        with self._mapped(f"uploading {path.name} to {shown}"):
-            self._client.upload_file(str(path), self.location.bucket, target, Config=self._transfer)
+        from s3transfer.futures import NonThreadedExecutor  # noqa: PLC0415 (only uploads need them)
+        from s3transfer.manager import TransferConfig, TransferManager  # noqa: PLC0415
+
+        transfer = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
+        )
+        with (
+            self._mapped(f"uploading {path.name} to {shown}"),
+            TransferManager(self._client, transfer, executor_cls=NonThreadedExecutor) as manager,
+        ):
+            manager.upload(str(path), self.location.bucket, target).result()
         return Artifact(name, size, sha256)
 
     def _conditional_put(self, name: str, body: bytes, **condition: str) -> str | None:
