@@ -22,6 +22,7 @@ warning and built locally. No message names a credential.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -39,7 +40,10 @@ if TYPE_CHECKING:
 ENDPOINT_VARIABLE = "SAFE_BUILD_REMOTE_CACHE_ENDPOINT"
 SECRET_VARIABLE = "SAFE_BUILD_REMOTE_CACHE_KEY"
 MIN_SECRET_BYTES = 32
-POLL_SECONDS = 1.0  # between looks for the manifest another runner is building
+# between looks for the manifest another runner is building: soon at first (most builds a runner
+# waits for are short, and each second of delay is paid by every waiter), then less often
+FIRST_POLL_SECONDS = 0.1
+POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -165,18 +169,20 @@ class Shared:
         it), the lease expires or ``deadline`` (monotonic) passes (then build without one)."""
         from safe_build import remote  # noqa: PLC0415
 
-        started = time.monotonic()
         text = f"waiting for {holder.host} (pid {holder.pid}) to build {wanted.project} (remote lease"
-        if not locks.quiet:
-            locks.notice(
-                f"{text}, at most {min(deadline, started + holder.expires - time.time()) - started:.0f}s)"
-            )
+        announce = time.monotonic() + locks.GRACE_SECONDS  # as a busy lock is: after a second
+        poll = FIRST_POLL_SECONDS
         with progress.status(f"safe-build: {text})"):
             while True:
-                until = min(deadline, time.monotonic() + holder.expires - time.time())
-                if time.monotonic() >= until:
+                now = time.monotonic()
+                until = min(deadline, now + holder.expires - time.time())
+                if now >= until:
                     return Claim()  # the bound, or the lease's expiry: build here, without a lease
-                time.sleep(min(POLL_SECONDS, until - time.monotonic()))
+                if now >= announce and not locks.quiet:
+                    locks.notice(f"{text}, at most {until - now:.0f}s more)")
+                    announce = math.inf
+                time.sleep(min(poll, until - time.monotonic()))
+                poll = min(poll * 1.5, POLL_SECONDS)
                 fetched = self._fetch(wanted.keys, wanted.into)
                 if fetched is not None or self._broken:
                     return fetched or Claim()
