@@ -6,7 +6,7 @@ runs them one after the other, collects their figures through ``--json`` and wri
 ``docs/benchmarks.md`` with the chart beside it (``docs/benchmarks.svg``). Needs the ``bench``
 extra (matplotlib)::
 
-    python bench/report.py                      # everything: about 40 minutes on 2 quiet cores
+    python bench/report.py                      # everything: about 45 minutes on 2 quiet cores
     python bench/report.py --quick              # smoke run: few rounds, small trees, so labelled
     python bench/report.py --only cache --only repository
     python bench/report.py --tree-dir /dev/shm  # large trees on a tmpfs, keeping the disk out
@@ -46,6 +46,7 @@ BENCHES = {
     "pip": ("bench_pip.py", ["--quick"]),
     "repository": ("bench_repository.py", ["--rounds", "2"]),
     "remote": ("bench_remote.py", ["--rounds", "2"]),
+    "real": ("bench_real.py", ["--rounds", "1"]),
 }
 TAKES_TREE_DIR = ("core", "cache_key")
 VERSIONS = ("safe-build", "build", "pip", "setuptools", "virtualenv")
