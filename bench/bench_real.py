@@ -32,7 +32,7 @@ set for a project of pluggy's size; poetry-core's sdist has eight times its file
 medians of per-round ratios; each project reports how many cores other processes kept busy
 while it ran.
 
-    python bench/bench_real.py                  # every project, 3 rounds: about 5 minutes
+    python bench/bench_real.py                  # every project, 3 rounds: about 2 minutes
     python bench/bench_real.py --projects requests poetry-core --rounds 5
 """
 
