@@ -322,6 +322,20 @@ def test_a_remote_cache_that_does_not_answer_costs_a_warning(
     assert not (tmp_path / "dist2").exists()
 
 
+def safe_pip_install(venv: Path, *projects: Path) -> list[str]:
+    """safe-pip installing ``projects`` into ``venv``, built with the test's own setuptools."""
+    return [
+        sys.executable,
+        "-m",
+        "safe_build",
+        "pip",
+        "--python",
+        str(venv),
+        "install",
+        "--no-build-isolation",
+    ] + [str(project) for project in projects]
+
+
 def test_safe_pip_gets_the_fleets_build(env: dict[str, str], s3: S3Bucket, tmp_path: Path) -> None:
     """safe-pip builds local projects through safe-build, and so through the remote cache: a
     second runner installs the first one's wheel without running the backend."""
@@ -332,17 +346,7 @@ def test_safe_pip_gets_the_fleets_build(env: dict[str, str], s3: S3Bucket, tmp_p
         marker = tmp_path / f"{runner}-runs"
         environment = runner_env(env, s3, tmp_path / runner / "home", SLOW_BACKEND_MARKER=str(marker))
         installed = run(
-            [
-                sys.executable,
-                "-m",
-                "safe_build",
-                "pip",
-                "--python",
-                str(venv),
-                "install",
-                "--no-build-isolation",
-                str(project),
-            ],
+            safe_pip_install(venv, project),
             environment,
             timeout=300,
         )
@@ -482,16 +486,6 @@ def test_safe_pip_warns_once_of_a_remote_cache_it_cannot_reach(
     environment = runner_env(
         env, s3, tmp_path / "home", SAFE_BUILD_REMOTE_CACHE_ENDPOINT="http://127.0.0.1:9"
     )
-    command = [
-        sys.executable,
-        "-m",
-        "safe_build",
-        "pip",
-        "--python",
-        str(venv),
-        "install",
-        "--no-build-isolation",
-    ]
-    installed = run([*command, *map(str, projects)], environment, timeout=300)
+    installed = run(safe_pip_install(venv, *projects), environment, timeout=300)
     assert installed.returncode == 0, installed.stderr
     assert installed.stderr.count("going on without the remote cache") == 1, installed.stderr
