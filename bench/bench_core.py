@@ -350,6 +350,25 @@ class Timing:
 
 
 @dataclass
+class Rounds:
+    """Timings of each build, round by round; every round has one of each. A field only by keyword,
+    so that a subclass may add fields without defaults."""
+
+    rounds: list[dict[str, Timing]] = field(default_factory=list, kw_only=True)
+
+    def median(self, build: str, what: str = "seconds") -> float:
+        return median([getattr(timings[build], what) for timings in self.rounds])
+
+    def ratio(self, build: str, other: str) -> float:
+        """Median of per-round ratios: a round slowed by something else slows both, and cancels out."""
+        return median([timings[build].seconds / timings[other].seconds for timings in self.rounds])
+
+    def spread(self, build: str) -> str:
+        seconds = [timings[build].seconds for timings in self.rounds]
+        return f"{min(seconds):.2f}-{max(seconds):.2f}s"
+
+
+@dataclass
 class Comparison:
     """Rounds in which both tools built the same project, one after the other."""
 

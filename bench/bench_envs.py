@@ -26,16 +26,16 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_core import (
     PYPROJECT_PROJECT,
+    Rounds,
     Timing,
     background_load,
     build_env,
     describe_load,
-    median,
     note,
     prepare_wheelhouse,
     remove_build_state,
@@ -67,24 +67,6 @@ class Settings:
     tools: tuple[str, ...]
     uv: str | None
     rounds: int
-
-
-@dataclass
-class Runs:
-    """Timings of each tool, round by round; every round has one of each."""
-
-    rounds: list[dict[str, Timing]] = field(default_factory=list)
-
-    def median(self, tool: str, what: str = "seconds") -> float:
-        return median([getattr(timings[tool], what) for timings in self.rounds])
-
-    def ratio(self, tool: str, other: str) -> float:
-        """Median of per-round ratios: a round slowed by something else slows both, and cancels out."""
-        return median([timings[tool].seconds / timings[other].seconds for timings in self.rounds])
-
-    def spread(self, tool: str) -> str:
-        seconds = [timings[tool].seconds for timings in self.rounds]
-        return f"{min(seconds):.2f}-{max(seconds):.2f}s"
 
 
 def command(settings: Settings, tool: str, project: Path, outdir: Path) -> list[str]:
@@ -132,7 +114,7 @@ def check_reused(settings: Settings, before: dict[Path, float]) -> None:
 # --------------------------------------------------------------------------- part 1
 
 
-def bench_single(settings: Settings) -> Runs:
+def bench_single(settings: Settings) -> Rounds:
     print(f"\n== 1. one small project, cold wheel builds, {settings.rounds} rounds taking turns ==")
     project = write_project(settings.work / "single" / "benchpkg", PYPROJECT_PROJECT)
     empty_store(settings)
@@ -141,7 +123,7 @@ def bench_single(settings: Settings) -> Runs:
     check_reused(settings, {})
     print(f"  first safe-build, making the environment: {first.seconds:.2f}s")
     made = environments(settings)
-    runs = Runs()
+    runs = Rounds()
     for number in range(settings.rounds):
         change_source(project, f"round {number}")
         order = (
@@ -170,14 +152,14 @@ def _met(speedup: float) -> str:
 # --------------------------------------------------------------------------- part 2
 
 
-def bench_twenty(settings: Settings) -> Runs:
+def bench_twenty(settings: Settings) -> Rounds:
     print(f"\n== 2. {PROJECTS} small projects one after another, empty store, {settings.rounds} rounds ==")
     projects = []
     for number in range(PROJECTS):
         files = dict(PYPROJECT_PROJECT)
         files["pyproject.toml"] = files["pyproject.toml"].replace('"benchpkg"', f'"benchpkg{number}"', 1)
         projects.append(write_project(settings.work / "twenty" / f"benchpkg{number}", files))
-    runs = Runs()
+    runs = Rounds()
     for number in range(settings.rounds):
         totals = {}
         for offset in range(len(settings.tools)):
@@ -200,7 +182,7 @@ def bench_twenty(settings: Settings) -> Runs:
     return runs
 
 
-def figures(part: str, runs: Runs, rounds: int) -> list[Figure]:
+def figures(part: str, runs: Rounds, rounds: int) -> list[Figure]:
     """A part's ratios in the terms of their goals, with uv's time beside them when it ran."""
     bench = f"bench_envs {part}"
     if part == "single":

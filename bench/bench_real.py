@@ -49,18 +49,18 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_core import (
     BUILD_REQUIREMENTS,
     PYPROJECT_PROJECT,
+    Rounds,
     Timing,
     background_load,
     build_env,
     describe_load,
     last_line,
-    median,
     note,
     own_cpu_seconds,
     source_revision,
@@ -158,25 +158,13 @@ class Settings:
 
 
 @dataclass
-class Runs:
+class Runs(Rounds):
     """One project's timings, round by round; every round has one of each."""
 
     project: Project
     tree: Path  # the unpacked sdist, never built in: each build gets a copy
     files: int
-    rounds: list[dict[str, Timing]] = field(default_factory=list)
     failure: str | None = None
-
-    def median(self, build: str, what: str = "seconds") -> float:
-        return median([getattr(timings[build], what) for timings in self.rounds])
-
-    def ratio(self, build: str, other: str) -> float:
-        """Median of per-round ratios: a round slowed by something else slows both, and cancels out."""
-        return median([timings[build].seconds / timings[other].seconds for timings in self.rounds])
-
-    def spread(self, build: str) -> str:
-        seconds = [timings[build].seconds for timings in self.rounds]
-        return f"{min(seconds):.2f}-{max(seconds):.2f}s"
 
 
 # --------------------------------------------------------------------------- the sdists, once
